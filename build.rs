@@ -1,0 +1,22 @@
+//! Compiles the proto contract with protox (no system protoc needed) and writes the
+//! file descriptor set that gRPC reflection serves.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/auth/v1/auth.proto", "proto/auth/v1/admin.proto"];
+    println!("cargo:rerun-if-changed=proto");
+
+    let descriptors = protox::compile(protos, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("authd_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! The authd schema, as sea-orm migrations applied in order by `authd serve`,
+//! `authd migrate` and the other subcommands. Migrations only ever add: a released
+//! migration is never edited, so every database reaches the same schema.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_accounts;
+mod m20261125_000002_create_sessions;
+mod m20261125_000003_create_signing_keys;
+mod m20261125_000004_create_changes;
+mod m20261125_000005_create_audit_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_accounts::Migration),
+            Box::new(m20261125_000002_create_sessions::Migration),
+            Box::new(m20261125_000003_create_signing_keys::Migration),
+            Box::new(m20261125_000004_create_changes::Migration),
+            Box::new(m20261125_000005_create_audit_events::Migration),
+        ]
+    }
+}

@@ -1,0 +1,128 @@
+//! The subcommands. Errors here are `anyhow` and end as one line on stderr with a
+//! non-zero exit (see `main`).
+
+use std::{io::Read, process::ExitCode};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{
+        Command, DatabaseArgs, HealthArgs, KeysCommand, ServeConfig, UserCommand, UserCreateArgs,
+    },
+    domain::{accounts::Registration, keys::KeyRing, secrets::Password, unix_now_ms},
+    server,
+    store::Store,
+};
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(config) => serve(*config).await,
+        Command::Migrate(database) => {
+            open(&database).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Create(args),
+        } => create_user(args).await,
+        Command::Keys {
+            command: KeysCommand::Rotate(database),
+        } => {
+            let store = open(&database).await?;
+            KeyRing::ensure_active(&store, unix_now_ms()).await?;
+            let kid = KeyRing::rotate(&store, unix_now_ms()).await?;
+            println!("new active signing key: {kid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health(args) => health(args).await,
+    }
+}
+
+async fn open(database: &DatabaseArgs) -> anyhow::Result<Store> {
+    Store::open(&database.settings())
+        .await
+        .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
+    let grpc = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("AUTHD_HTTP_LISTEN: cannot listen on {}", config.http_listen))?;
+    tracing::info!(grpc = %config.listen, http = %config.http_listen, "listening");
+    server::run(config, grpc, http, server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
+    let mut password = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password).to_owned();
+
+    let mut config = ServeConfig::from_defaults(&args.database.database_url);
+    config.database = args.database;
+    config.hashing = args.hashing;
+    let auth = server::build(&config).await?;
+    let registration = Registration {
+        username: args.username,
+        email: args.email,
+        password: Password::new(password),
+        full_name: args.full_name,
+        roles: args.roles,
+    };
+    let caller = crate::domain::audit::Caller {
+        actor: Some("cli".into()),
+        peer: None,
+    };
+    let user = auth
+        .register(&caller, registration)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("created user {} ({})", user.user.username, user.user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let endpoint = format!("http://{}", args.addr);
+    let check = async {
+        let channel = tonic::transport::Channel::from_shared(endpoint)?
+            .connect()
+            .await?;
+        let mut client = HealthClient::new(channel);
+        let response = client
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await?;
+        anyhow::Ok(response.into_inner().status())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), check).await {
+        Ok(Ok(ServingStatus::Serving)) => {
+            println!("SERVING");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(status)) => {
+            println!("{}", status.as_str_name());
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(err)) => {
+            println!("unreachable: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            println!("unreachable: no answer within 3 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: the command line, with every setting also read from its
+//! `AUTHD_*` environment variable. Defaults live here and nowhere else; a value that
+//! does not parse stops the program with one line naming the setting.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    domain::{passwords::HashSettings, AuthSettings},
+    store::DatabaseSettings,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authd",
+    version,
+    about = "Authentication and authorization over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format.
+    #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (applies pending migrations first).
+    Serve(Box<ServeConfig>),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage users directly in the database.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Check a running server's health over gRPC; exits 0 when SERVING.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (the way to make the first admin). Reads the password from stdin.
+    Create(UserCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key the active one. Earlier keys keep verifying (and stay
+    /// published) until the tokens they signed expire.
+    Rotate(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub email: String,
+    #[arg(long, default_value = "")]
+    pub full_name: String,
+    /// A role to grant; repeat for several. Default: user.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Read the password from standard input (required: passwords never go in argv).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub hashing: HashArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The gRPC address to check.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// The service name to check ("" for readiness, "liveness" for liveness).
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseArgs {
+    /// sqlite://… or postgres://…
+    #[arg(
+        long,
+        env = "AUTHD_DATABASE_URL",
+        default_value = "sqlite://authd.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "AUTHD_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// How long a query waits for a connection before the database counts as down.
+    #[arg(long, env = "AUTHD_DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub database_timeout: Duration,
+}
+
+impl DatabaseArgs {
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+            connect_timeout: self.database_timeout,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct HashArgs {
+    /// argon2id memory cost in KiB (at least 19456).
+    #[arg(long, env = "AUTHD_ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(19_456..=4_194_304))]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (at least 2).
+    #[arg(long, env = "AUTHD_ARGON2_ITERATIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes (at least 1).
+    #[arg(long, env = "AUTHD_ARGON2_PARALLELISM", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub argon2_parallelism: u32,
+
+    /// Password hashes that may run at once. Default: one per core.
+    #[arg(long, env = "AUTHD_HASH_WORKERS")]
+    pub hash_workers: Option<usize>,
+
+    /// Password hashes that may wait for the hashing pool; past it Login and
+    /// Register answer RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "AUTHD_HASH_QUEUE", default_value_t = 1024)]
+    pub hash_queue: usize,
+}
+
+impl HashArgs {
+    pub fn settings(&self) -> HashSettings {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        HashSettings {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            workers: self.hash_workers.unwrap_or(cores).max(1),
+            queue: self.hash_queue,
+        }
+    }
+}
+
+/// Everything `authd serve` needs.
+#[derive(Clone, Debug, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub hashing: HashArgs,
+
+    /// gRPC address.
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// HTTP address for /metrics and /.well-known/jwks.json.
+    #[arg(long, env = "AUTHD_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
+    pub http_listen: SocketAddr,
+
+    /// `iss` of access tokens.
+    #[arg(long, env = "AUTHD_ISSUER", default_value = "authd")]
+    pub issuer: String,
+
+    /// `aud` of access tokens.
+    #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd")]
+    pub audience: String,
+
+    /// Lifetime of an access token (humantime: 90s, 15m, 1h).
+    #[arg(long, env = "AUTHD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of one refresh token.
+    #[arg(long, env = "AUTHD_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// Absolute lifetime of a session; refreshing cannot extend it.
+    #[arg(long, env = "AUTHD_SESSION_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub session_max_ttl: Duration,
+
+    /// Consecutive failed logins for one username before it is locked out.
+    #[arg(long, env = "AUTHD_LOGIN_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures: u32,
+
+    /// How long a username stays locked out.
+    #[arg(long, env = "AUTHD_LOGIN_LOCKOUT", default_value = "5m", value_parser = parse_duration)]
+    pub login_lockout: Duration,
+
+    /// How long ValidateToken/CheckRole may answer from memory while the database is
+    /// unreachable; after that they answer UNAVAILABLE.
+    #[arg(long, env = "AUTHD_MAX_STALENESS", default_value = "30s", value_parser = parse_duration)]
+    pub max_staleness: Duration,
+
+    /// How often each replica polls the change feed (revocations and role changes
+    /// made on other replicas take at most about this long to arrive).
+    #[arg(long, env = "AUTHD_CHANGE_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub change_poll_interval: Duration,
+
+    /// Verified access tokens kept in memory.
+    #[arg(long, env = "AUTHD_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub token_cache_capacity: u64,
+
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "AUTHD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeConfig {
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            access_ttl: self.access_token_ttl,
+            refresh_ttl: self.refresh_token_ttl,
+            session_max_ttl: self.session_max_ttl,
+            login_max_failures: self.login_max_failures,
+            login_lockout: self.login_lockout,
+            max_staleness: self.max_staleness,
+        }
+    }
+
+    /// The defaults, as if no flag or variable were given (tests start from here).
+    pub fn from_defaults(database_url: &str) -> Self {
+        let cli = Cli::parse_from(["authd", "serve", "--database-url", database_url]);
+        match cli.command {
+            Command::Serve(config) => *config,
+            _ => unreachable!("parsed a serve command"),
+        }
+    }
+}
+
+/// A humantime duration that is not zero.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 90s, 15m, 1h)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}

@@ -1,0 +1,310 @@
+//! Accounts: registering, logging in (with throttling and the dummy-hash path) and
+//! creating users from the command line.
+
+use std::time::Duration;
+
+use super::{
+    audit::Caller,
+    error::{DomainError, DomainResult},
+    secrets::{random_token, sha256_hex, Password, Secret},
+    service::Auth,
+    unix_now_ms, validation,
+};
+use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, UserWithRoles};
+
+/// The role every new user holds.
+pub const DEFAULT_ROLE: &str = "user";
+
+/// A new account as a caller describes it.
+#[derive(Debug)]
+pub struct Registration {
+    pub username: String,
+    pub email: String,
+    pub password: Password,
+    pub full_name: String,
+    /// Empty means the default role.
+    pub roles: Vec<String>,
+}
+
+/// What a successful login returns.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub expires_in: i64,
+    pub refresh_expires_in: i64,
+}
+
+impl Auth {
+    /// Creates an account. The unique indexes decide races: of concurrent
+    /// registrations of one name exactly one succeeds.
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        registration: Registration,
+    ) -> DomainResult<UserWithRoles> {
+        validation::username("username", &registration.username)?;
+        validation::email("email", &registration.email)?;
+        validation::password("password", registration.password.expose())?;
+        validation::full_name("full_name", &registration.full_name)?;
+        let roles = if registration.roles.is_empty() {
+            vec![DEFAULT_ROLE.to_owned()]
+        } else {
+            registration.roles
+        };
+        let catalog = self.views.catalog();
+        if let Some(unknown) = roles.iter().find(|r| !catalog.exists(r)) {
+            return Err(DomainError::NotFound(format!(
+                "role {unknown:?} does not exist"
+            )));
+        }
+        let (username_lc, email_lc) = (
+            registration.username.to_lowercase(),
+            registration.email.to_lowercase(),
+        );
+        // A cheap early answer; the unique index below is what really decides.
+        self.refuse_taken(&username_lc, &email_lc).await?;
+
+        let password_hash = self.hasher.hash(registration.password).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let now_ms = unix_now_ms();
+        let inserted = self
+            .store
+            .insert_user(NewUser {
+                id: id.clone(),
+                username: registration.username,
+                email: registration.email,
+                full_name: registration.full_name,
+                password_hash,
+                roles,
+                now_ms,
+            })
+            .await;
+        match inserted {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                self.refuse_taken(&username_lc, &email_lc).await?;
+                return Err(DomainError::AlreadyExists(
+                    "username or email is already taken".into(),
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        self.feed.apply(ChangeKind::User, &id).await;
+        let user = self
+            .store
+            .find_user(&id)
+            .await?
+            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))?;
+        let detail = format!("roles={}", user.roles.join(","));
+        self.audit(caller, "register", "ok", Some(&id), Some(detail))
+            .await;
+        Ok(user)
+    }
+
+    async fn refuse_taken(&self, username_lc: &str, email_lc: &str) -> DomainResult<()> {
+        match self.store.taken(username_lc, email_lc).await? {
+            (true, _) => Err(DomainError::AlreadyExists(
+                "username is already taken".into(),
+            )),
+            (_, true) => Err(DomainError::AlreadyExists(
+                "email is already registered".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a password and starts a session. `login` is a username or an email.
+    pub async fn login(
+        &self,
+        caller: &Caller,
+        login: &str,
+        password: Password,
+    ) -> DomainResult<(IssuedTokens, UserWithRoles)> {
+        validation::required("username", login)?;
+        if login.len() > 254 {
+            return Err(DomainError::invalid(
+                "username",
+                "must be at most 254 characters",
+            ));
+        }
+        validation::required("password", password.expose())?;
+        if password.expose().len() > validation::PASSWORD_MAX_BYTES {
+            return Err(DomainError::invalid(
+                "password",
+                "must be at most 128 characters",
+            ));
+        }
+        let login_lc = login.to_lowercase();
+        let now_ms = unix_now_ms();
+        // Checked before hashing, so a locked username costs no CPU.
+        if let Some(until) = self
+            .store
+            .locked_until(&login_lc)
+            .await?
+            .filter(|until| *until > now_ms)
+        {
+            self.audit(
+                caller,
+                "login",
+                "throttled",
+                None,
+                Some(format!("login={login_lc}")),
+            )
+            .await;
+            return Err(DomainError::Throttled {
+                retry_after: Duration::from_millis((until - now_ms) as u64),
+            });
+        }
+        let account = self.store.find_user_by_login(&login_lc).await?;
+        let verified = self
+            .hasher
+            .verify(
+                password.clone(),
+                account.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
+        let account = match account {
+            Some(account) if verified.matches => account,
+            _ => return Err(self.count_failure(caller, &login_lc).await),
+        };
+        if !account.active {
+            self.audit(caller, "login", "deactivated", Some(&account.id), None)
+                .await;
+            return Err(DomainError::AccountDisabled);
+        }
+        self.store.clear_login_failures(&login_lc).await?;
+        if verified.needs_rehash {
+            self.rehash(&account, password).await;
+        }
+        let user = self
+            .store
+            .find_user(&account.id)
+            .await?
+            .ok_or(DomainError::BadCredentials)?;
+        let tokens = self.start_session(&user).await?;
+        self.audit(caller, "login", "ok", Some(&account.id), None)
+            .await;
+        Ok((tokens, user))
+    }
+
+    async fn count_failure(&self, caller: &Caller, login_lc: &str) -> DomainError {
+        let now_ms = unix_now_ms();
+        let lock_until = now_ms + self.settings.login_lockout.as_millis() as i64;
+        match self
+            .store
+            .record_login_failure(
+                login_lc,
+                self.settings.login_max_failures,
+                lock_until,
+                now_ms,
+            )
+            .await
+        {
+            Ok(locked) => {
+                let outcome = if locked {
+                    "failed_and_locked"
+                } else {
+                    "failed"
+                };
+                self.audit(
+                    caller,
+                    "login",
+                    outcome,
+                    None,
+                    Some(format!("login={login_lc}")),
+                )
+                .await;
+                DomainError::BadCredentials
+            }
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Upgrades a hash made with weaker parameters; a failure only delays it.
+    async fn rehash(&self, account: &user::Model, password: Password) {
+        match self.hasher.hash(password).await {
+            Ok(hash) => {
+                if let Err(err) = self
+                    .store
+                    .set_password_hash(&account.id, hash, unix_now_ms())
+                    .await
+                {
+                    tracing::warn!(error = %err, user = %account.id, "could not store the upgraded password hash");
+                } else {
+                    tracing::info!(user = %account.id, "password hash upgraded to current parameters");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, user = %account.id, "could not upgrade the password hash")
+            }
+        }
+    }
+
+    /// Opens a session for `user` and issues its first token pair.
+    async fn start_session(&self, user: &UserWithRoles) -> DomainResult<IssuedTokens> {
+        let now_ms = unix_now_ms();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_expires_at = now_ms + self.settings.session_max_ttl.as_millis() as i64;
+        let refresh = Secret::new(random_token(32));
+        let refresh_expires_at =
+            (now_ms + self.settings.refresh_ttl.as_millis() as i64).min(session_expires_at);
+        self.store
+            .insert_session(NewSession {
+                id: session_id.clone(),
+                user_id: user.user.id.clone(),
+                expires_at: session_expires_at,
+                refresh_hash: sha256_hex(refresh.expose()),
+                refresh_expires_at,
+                now_ms,
+            })
+            .await?;
+        self.issue_pair(
+            user,
+            &session_id,
+            session_expires_at,
+            refresh,
+            refresh_expires_at,
+            now_ms,
+        )
+    }
+
+    /// Signs an access token (capped at the session's end) to go with `refresh`.
+    pub(super) fn issue_pair(
+        &self,
+        user: &UserWithRoles,
+        session_id: &str,
+        session_expires_at_ms: i64,
+        refresh: Secret,
+        refresh_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> DomainResult<IssuedTokens> {
+        let now = now_ms / 1000;
+        let expires_at =
+            (now + self.settings.access_ttl.as_secs() as i64).min(session_expires_at_ms / 1000);
+        let roles = self
+            .views
+            .catalog()
+            .effective(&user.roles)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let access = self
+            .tokens
+            .issue(
+                &self.keys,
+                &user.user.id,
+                session_id,
+                roles,
+                now,
+                expires_at,
+            )
+            .map_err(DomainError::internal)?;
+        Ok(IssuedTokens {
+            access_token: Secret::new(access),
+            refresh_token: refresh,
+            expires_in: expires_at - now,
+            refresh_expires_in: (refresh_expires_at_ms - now_ms) / 1000,
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! The change feed: keeps this replica's memory views in step with the database.
+//!
+//! At start-up the views are loaded whole. After that, every write that changes a
+//! hot-path answer appends a `changes` row in its own transaction; this replica
+//! applies it at once after commit, and every replica polls for rows past its cursor
+//! a few times a second. Applying means re-reading the subject from the database,
+//! so applying twice is harmless. One lock orders all applies, so an older read
+//! can never overwrite a newer one.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    keys::KeyRing,
+    roles::RoleCatalog,
+    unix_now_ms,
+    views::{UserEntry, Views},
+};
+use crate::store::{ChangeKind, Store, StoreError};
+
+const POLL_BATCH: u64 = 500;
+/// Ended sessions are kept this long past the access-token lifetime.
+const SESSION_MARGIN_MS: i64 = 5_000;
+/// Change rows older than the access-token lifetime plus this are deleted.
+const CHANGE_RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+pub struct ChangeFeed {
+    store: Store,
+    views: Arc<Views>,
+    keys: Arc<KeyRing>,
+    access_ttl_ms: i64,
+    /// The sequence number applied last; also the lock that orders applies.
+    cursor: Mutex<i64>,
+    database_up: watch::Sender<bool>,
+}
+
+impl ChangeFeed {
+    pub fn new(store: Store, views: Arc<Views>, keys: Arc<KeyRing>, access_ttl: Duration) -> Self {
+        ChangeFeed {
+            store,
+            views,
+            keys,
+            access_ttl_ms: access_ttl.as_millis() as i64,
+            cursor: Mutex::new(0),
+            database_up: watch::Sender::new(false),
+        }
+    }
+
+    /// Follows whether the last poll reached the database.
+    pub fn database_up(&self) -> watch::Receiver<bool> {
+        self.database_up.subscribe()
+    }
+
+    /// Loads every view from the tables. The cursor is read first, so a change made
+    /// during the load is applied again by the next poll rather than missed.
+    pub async fn load(&self) -> Result<(), StoreError> {
+        let mut cursor = self.cursor.lock().await;
+        let now_ms = unix_now_ms();
+        let latest = self.store.latest_change().await?;
+        self.views
+            .set_catalog(RoleCatalog::from_rows(&self.store.roles().await?));
+        self.views.replace_users(&self.store.all_users().await?);
+        for (id, ended_at) in self
+            .store
+            .ended_sessions(self.session_horizon(now_ms), None)
+            .await?
+        {
+            self.views.end_session(id, ended_at);
+        }
+        self.keys.load(&self.store, now_ms).await?;
+        *cursor = latest;
+        self.views.mark_synced(now_ms);
+        self.database_up.send_replace(true);
+        Ok(())
+    }
+
+    /// Applies one change this replica has just committed.
+    pub async fn apply(&self, kind: ChangeKind, subject: &str) {
+        let _order = self.cursor.lock().await;
+        if let Err(err) = self.apply_locked(kind, subject).await {
+            // The poller will apply it once the database answers again.
+            tracing::warn!(error = %err, ?kind, "could not apply own change at once");
+        }
+    }
+
+    /// Loads a user the view has not seen yet (registered on another replica a
+    /// moment ago). `None` when there is no such user.
+    pub async fn load_user(&self, id: &str) -> Result<Option<Arc<UserEntry>>, StoreError> {
+        let _order = self.cursor.lock().await;
+        self.apply_locked(ChangeKind::User, id).await?;
+        Ok(self.views.user(id))
+    }
+
+    async fn apply_locked(&self, kind: ChangeKind, subject: &str) -> Result<(), StoreError> {
+        let now_ms = unix_now_ms();
+        match kind {
+            ChangeKind::User => match self.store.find_user(subject).await? {
+                Some(user) => self.views.put_user(&user),
+                None => self.views.remove_user(subject),
+            },
+            ChangeKind::SessionEnded => {
+                if let Some(ended_at) = self.store.session_ended_at(subject).await? {
+                    self.views.end_session(subject.to_owned(), ended_at);
+                }
+            }
+            ChangeKind::UserSessionsEnded => {
+                let since = self.session_horizon(now_ms);
+                for (id, ended_at) in self.store.ended_sessions(since, Some(subject)).await? {
+                    self.views.end_session(id, ended_at);
+                }
+            }
+            ChangeKind::SigningKeys => self.keys.load(&self.store, now_ms).await?,
+            ChangeKind::ApiKey => {}
+        }
+        Ok(())
+    }
+
+    /// Applies every change past the cursor; answers how many.
+    pub async fn poll(&self) -> Result<usize, StoreError> {
+        let mut cursor = self.cursor.lock().await;
+        let mut applied = 0;
+        loop {
+            let batch = self.store.changes_after(*cursor, POLL_BATCH).await?;
+            let full = batch.len() as u64 == POLL_BATCH;
+            for (seq, kind, subject) in batch {
+                if let Some(kind) = kind {
+                    self.apply_locked(kind, &subject).await?;
+                }
+                *cursor = seq;
+                applied += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        let now_ms = unix_now_ms();
+        self.views.mark_synced(now_ms);
+        self.views
+            .prune_ended_sessions(self.session_horizon(now_ms));
+        Ok(applied)
+    }
+
+    /// Polls every `interval` until `shutdown`. After a failed poll the next
+    /// successful one reloads everything, since rows may have been pruned meanwhile.
+    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut last_prune = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let was_up = *self.database_up.borrow();
+            let result = if was_up {
+                self.poll().await.map(|_| ())
+            } else {
+                self.load().await
+            };
+            match result {
+                Ok(()) => {
+                    if !was_up {
+                        tracing::info!("database reachable again; views reloaded");
+                    }
+                    self.database_up
+                        .send_if_modified(|up| !std::mem::replace(up, true));
+                }
+                Err(err) => {
+                    if was_up {
+                        tracing::warn!(error = %err, "database unreachable; answering from memory");
+                    }
+                    self.database_up
+                        .send_if_modified(|up| std::mem::replace(up, false));
+                }
+            }
+            if last_prune.elapsed() > Duration::from_secs(300) {
+                last_prune = std::time::Instant::now();
+                let before = unix_now_ms() - self.access_ttl_ms - CHANGE_RETENTION_MARGIN_MS;
+                if let Err(err) = self.store.prune_changes(before).await {
+                    tracing::debug!(error = %err, "could not prune old changes");
+                }
+            }
+        }
+    }
+
+    fn session_horizon(&self, now_ms: i64) -> i64 {
+        now_ms - self.access_ttl_ms - SESSION_MARGIN_MS
+    }
+}

@@ -1,0 +1,256 @@
+//! Password hashing with argon2id on a bounded pool off the async runtime.
+//!
+//! A hash costs ~15 ms of CPU and ~19 MiB, so at most one runs per worker (sized to
+//! the cores) and at most `queue` more wait; past that callers are refused at once
+//! rather than piling up memory. A caller that goes away while waiting leaves the
+//! queue without hashing. An unknown username is verified against a dummy hash with
+//! the same parameters, so the two failures cost the same.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use argon2::{
+    password_hash::{
+        rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
+    },
+    Algorithm, Argon2, Params, Version,
+};
+use tokio::sync::Semaphore;
+
+use super::{
+    error::{DomainError, DomainResult},
+    secrets::Password,
+};
+
+/// argon2id cost and pool size.
+#[derive(Clone, Debug)]
+pub struct HashSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes that may run at once.
+    pub workers: usize,
+    /// Hashes that may wait for a worker.
+    pub queue: usize,
+}
+
+/// The result of checking a password.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    pub matches: bool,
+    /// The stored hash is weaker than the current parameters.
+    pub needs_rehash: bool,
+}
+
+pub struct PasswordHasher {
+    argon: Argon2<'static>,
+    params: Params,
+    admission: Arc<Semaphore>,
+    workers: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    capacity: usize,
+    dummy_hash: String,
+}
+
+impl PasswordHasher {
+    /// Builds the pool and the dummy hash (one hash, at start-up).
+    pub fn new(settings: &HashSettings) -> anyhow::Result<Self> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let dummy_hash = hash_now(&argon, "authd dummy password for unknown users")?;
+        let workers = settings.workers.max(1);
+        let capacity = settings.queue + workers;
+        Ok(PasswordHasher {
+            argon,
+            params,
+            admission: Arc::new(Semaphore::new(capacity)),
+            workers: Arc::new(Semaphore::new(workers)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            capacity,
+            dummy_hash,
+        })
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: Password) -> DomainResult<String> {
+        let argon = self.argon.clone();
+        self.run(move || hash_now(&argon, password.expose()))
+            .await?
+            .map_err(DomainError::internal)
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when there is
+    /// no user (the answer is then always "no", at the same cost).
+    pub async fn verify(
+        &self,
+        password: Password,
+        stored: Option<String>,
+    ) -> DomainResult<Verified> {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let argon = self.argon.clone();
+        let current = self.params.clone();
+        let verified = self
+            .run(move || {
+                let Ok(parsed) = PasswordHash::new(&stored) else {
+                    return Verified {
+                        matches: false,
+                        needs_rehash: false,
+                    };
+                };
+                let matches = argon
+                    .verify_password(password.expose().as_bytes(), &parsed)
+                    .is_ok();
+                Verified {
+                    matches,
+                    needs_rehash: matches && is_weaker(&parsed, &current),
+                }
+            })
+            .await?;
+        Ok(Verified {
+            matches: verified.matches && known,
+            ..verified
+        })
+    }
+
+    /// Hashes waiting for or holding a worker.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.admission.available_permits()
+    }
+
+    /// Hashes waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> DomainResult<T> {
+        let admitted = self
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DomainError::Overloaded)?;
+        let started = std::time::Instant::now();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = DecrementOnDrop(self.waiting.clone());
+        // Dropping this future while it waits here gives the place back unhashed.
+        let worker = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(DomainError::internal)?;
+        drop(_waiting);
+        metrics::histogram!("authd_hash_wait_seconds").record(started.elapsed().as_secs_f64());
+        tokio::task::spawn_blocking(move || {
+            // The permits live as long as the hash, even if the caller has gone.
+            let _held = (admitted, worker);
+            job()
+        })
+        .await
+        .map_err(DomainError::internal)
+    }
+}
+
+struct DecrementOnDrop(Arc<AtomicUsize>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn hash_now(argon: &Argon2<'_>, password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+}
+
+fn is_weaker(stored: &PasswordHash<'_>, current: &Params) -> bool {
+    if stored.algorithm != argon2::ARGON2ID_IDENT {
+        return true;
+    }
+    match Params::try_from(stored) {
+        Ok(p) => {
+            p.m_cost() < current.m_cost()
+                || p.t_cost() < current.t_cost()
+                || p.p_cost() < current.p_cost()
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(memory_kib: u32) -> HashSettings {
+        HashSettings {
+            memory_kib,
+            iterations: 2,
+            parallelism: 1,
+            workers: 1,
+            queue: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_weaker_ones_ask_for_rehash() {
+        let weak = PasswordHasher::new(&settings(8 * 1024)).expect("pool");
+        let strong = PasswordHasher::new(&settings(19_456)).expect("pool");
+        let hash = weak
+            .hash(Password::new("correct horse".into()))
+            .await
+            .expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        let ok = strong
+            .verify(Password::new("correct horse".into()), Some(hash.clone()))
+            .await
+            .expect("verify");
+        assert!(ok.matches && ok.needs_rehash);
+        let wrong = strong
+            .verify(Password::new("wrong horse".into()), Some(hash))
+            .await
+            .expect("verify");
+        assert!(!wrong.matches && !wrong.needs_rehash);
+        let unknown = strong
+            .verify(
+                Password::new("authd dummy password for unknown users".into()),
+                None,
+            )
+            .await
+            .expect("verify");
+        assert!(!unknown.matches);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let pool = Arc::new(PasswordHasher::new(&settings(19_456)).expect("pool"));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.hash(Password::new("password123".into())).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for call in calls {
+            if matches!(call.await.expect("join"), Err(DomainError::Overloaded)) {
+                refused += 1;
+            }
+        }
+        // One worker and one queue place: at least six of eight are turned away.
+        assert!(refused >= 6, "only {refused} refused");
+    }
+}

@@ -1,0 +1,26 @@
+//! Transport: the gRPC services. Knows protobuf and tonic; turns requests into
+//! domain calls and domain answers into messages. Errors become `tonic::Status` in
+//! exactly one place, `status.rs`.
+
+pub mod admin_service;
+pub mod auth_service;
+mod convert;
+pub mod observe;
+pub mod status;
+
+/// Generated code for `auth.v1`.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("auth.v1");
+}
+
+/// The encoded descriptors of our protos, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
+
+/// The caller's address, for the audit trail.
+fn peer<T>(request: &tonic::Request<T>) -> Option<String> {
+    request.remote_addr().map(|addr| addr.to_string())
+}
+
+/// Requests larger than this are refused before they are buffered whole.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -1,0 +1,15 @@
+//! authd: authentication and authorization for backend services, over gRPC.
+//!
+//! - [`config`]: the command line and `AUTHD_*` settings;
+//! - [`server`]: wiring and serving; [`grpc`] and [`http`]: the transports;
+//! - [`domain`]: accounts, passwords, tokens, sessions, roles and the hot path;
+//! - [`store`]: the database; [`telemetry`]: logs.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,203 @@
+//! Builds the application state once and serves it: gRPC (AuthService,
+//! AdminService, health, reflection) and HTTP (JWKS, metrics), until `shutdown`.
+//!
+//! `main` and the integration tests both call [`run`], so the tests exercise the
+//! same wiring as production.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::{
+    config::ServeConfig,
+    domain::{
+        feed::ChangeFeed, keys::KeyRing, passwords::PasswordHasher, tokens::AccessTokens,
+        unix_now_ms, views::Views, Auth,
+    },
+    grpc::{
+        self,
+        admin_service::AdminApi,
+        auth_service::AuthApi,
+        observe::ObserveLayer,
+        pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
+    },
+    http,
+    store::Store,
+};
+
+/// The health service name that reports the process alone, for liveness probes.
+pub const LIVENESS: &str = "liveness";
+const AUTH_SERVICE: &str = "auth.v1.AuthService";
+
+/// Opens the store, loads the views and serves on the given listeners until
+/// `shutdown` resolves; then reports NOT_SERVING, drains in-flight calls (up to the
+/// configured grace) and returns.
+pub async fn run(
+    config: ServeConfig,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(AUTH_SERVICE, ServingStatus::NotServing)
+        .await;
+
+    let auth = build(&config).await?;
+    let background = CancellationToken::new();
+    tokio::spawn(
+        auth.feed
+            .clone()
+            .run(config.change_poll_interval, background.clone()),
+    );
+    tokio::spawn(follow_database(
+        auth.feed.database_up(),
+        health.clone(),
+        background.clone(),
+    ));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let draining = CancellationToken::new();
+    let grpc_shutdown = {
+        let draining = draining.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining in-flight calls");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status(AUTH_SERVICE, ServingStatus::NotServing)
+                .await;
+            draining.cancel();
+        }
+    };
+
+    let http_server = tokio::spawn(http::serve(http_listener, auth.clone(), draining.clone()));
+    let grpc_server = Server::builder()
+        .layer(ObserveLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            AuthServiceServer::new(AuthApi::new(auth.clone()))
+                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(auth.clone()))
+                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown);
+    tracing::info!("authd serving");
+
+    let grace = config.shutdown_grace;
+    let served = tokio::select! {
+        served = grpc_server => served.context("gRPC server failed"),
+        _ = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_s = grace.as_secs(), "in-flight calls outlived the shutdown grace; exiting");
+            Ok(())
+        }
+    };
+    background.cancel();
+    draining.cancel();
+    let _ = http_server.await;
+    auth.store.clone().close().await;
+    served
+}
+
+/// Connects, migrates, loads the views and builds the domain.
+pub async fn build(config: &ServeConfig) -> anyhow::Result<Auth> {
+    let store = Store::open(&config.database.settings())
+        .await
+        .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))?;
+    KeyRing::ensure_active(&store, unix_now_ms()).await?;
+
+    let views = Arc::new(Views::default());
+    let keys = Arc::new(KeyRing::new(config.access_token_ttl));
+    let feed = Arc::new(ChangeFeed::new(
+        store.clone(),
+        views.clone(),
+        keys.clone(),
+        config.access_token_ttl,
+    ));
+    feed.load().await.context("loading the memory views")?;
+
+    let hasher = Arc::new(PasswordHasher::new(&config.hashing.settings())?);
+    let tokens = Arc::new(AccessTokens::new(
+        &config.issuer,
+        &config.audience,
+        config.token_cache_capacity,
+    ));
+    Ok(Auth::new(
+        store,
+        views,
+        keys,
+        tokens,
+        hasher,
+        feed,
+        config.auth_settings(),
+    ))
+}
+
+/// Readiness follows the database: SERVING while the change feed reaches it.
+async fn follow_database(
+    mut up: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    loop {
+        let status = if *up.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health.set_service_status(AUTH_SERVICE, status).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = up.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,131 @@
+//! The change feed: rows that tell every replica which part of its memory views to
+//! reload. Appended in the same transaction as the change itself.
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+
+use super::{entities::change, Backend, Store, StoreError};
+
+/// Serialises appends on PostgreSQL, so that sequence order is commit order and a
+/// poller that has read up to `seq` can never later find a smaller one committed.
+const CHANGE_LOCK: i64 = 0x6175_7468_6400_0002;
+
+/// What changed. The subject is the id named in each variant's comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A user's row or roles (subject: user id).
+    User,
+    /// One session ended (subject: session id).
+    SessionEnded,
+    /// Several sessions of one user ended (subject: user id).
+    UserSessionsEnded,
+    /// The signing keys (subject: the new kid).
+    SigningKeys,
+    /// An API key was created or revoked (subject: key id).
+    ApiKey,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::User => "user",
+            ChangeKind::SessionEnded => "session_ended",
+            ChangeKind::UserSessionsEnded => "user_sessions_ended",
+            ChangeKind::SigningKeys => "signing_keys",
+            ChangeKind::ApiKey => "api_key",
+        }
+    }
+
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "user" => ChangeKind::User,
+            "session_ended" => ChangeKind::SessionEnded,
+            "user_sessions_ended" => ChangeKind::UserSessionsEnded,
+            "signing_keys" => ChangeKind::SigningKeys,
+            "api_key" => ChangeKind::ApiKey,
+            _ => return None,
+        })
+    }
+}
+
+/// Serialises transactions that must not interleave on PostgreSQL (for example two
+/// demotions that could each leave the other as the last admin). SQLite has one
+/// writer at a time already.
+pub(super) async fn serialize(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    lock: i64,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock})"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Lock key for changes to who holds the guarded (admin) role.
+pub(super) const ADMIN_LOCK: i64 = 0x6175_7468_6400_0003;
+
+/// Appends a change row inside `txn`.
+pub(super) async fn append(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    kind: ChangeKind,
+    subject: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    serialize(txn, backend, CHANGE_LOCK).await?;
+    change::Entity::insert(change::ActiveModel {
+        kind: Set(kind.as_str().to_owned()),
+        subject: Set(subject.to_owned()),
+        created_at: Set(now_ms),
+        ..Default::default()
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The highest sequence number written so far (0 for none).
+    pub async fn latest_change(&self) -> Result<i64, StoreError> {
+        let latest = change::Entity::find()
+            .select_only()
+            .column_as(change::Column::Seq.max(), "max")
+            .into_tuple::<Option<i64>>()
+            .one(&self.reader)
+            .await?;
+        Ok(latest.flatten().unwrap_or(0))
+    }
+
+    /// Changes after `cursor`, oldest first; kinds this version does not know are
+    /// skipped (a newer replica may write them).
+    pub async fn changes_after(
+        &self,
+        cursor: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, Option<ChangeKind>, String)>, StoreError> {
+        let rows = change::Entity::find()
+            .filter(change::Column::Seq.gt(cursor))
+            .order_by_asc(change::Column::Seq)
+            .limit(limit)
+            .all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.seq, ChangeKind::parse(&row.kind), row.subject))
+            .collect())
+    }
+
+    /// Deletes change rows older than `before_ms`: replicas started since then load
+    /// the views from the tables, not from the feed.
+    pub async fn prune_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let result = change::Entity::delete_many()
+            .filter(change::Column::CreatedAt.lt(before_ms))
+            .exec(&self.writer)
+            .await?;
+        Ok(result.rows_affected)
+    }
+}

@@ -1,0 +1,147 @@
+use std::{str::FromStr, time::Duration};
+
+use authd_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{Store, StoreError};
+
+/// Arbitrary but fixed: every replica takes this advisory lock around migrations.
+const MIGRATION_LOCK: i64 = 0x6175_7468_6400_0001;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// Connections in the pool (PostgreSQL) or readers (SQLite).
+    pub max_connections: u32,
+    /// How long a query may wait for a connection before the database counts as down.
+    pub connect_timeout: Duration,
+}
+
+/// A URL that cannot name a database we support.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadDatabaseUrl(String);
+
+enum Options {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
+}
+
+fn parse(url: &str) -> Result<Options, BadDatabaseUrl> {
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| BadDatabaseUrl(format!("not a valid SQLite URL: {e}")))?;
+        Ok(Options::Sqlite(
+            options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true),
+        ))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| BadDatabaseUrl(format!("not a valid PostgreSQL URL: {e}")))?;
+        Ok(Options::Postgres(options.application_name("authd")))
+    } else {
+        Err(BadDatabaseUrl(
+            "must start with sqlite:// or postgres://".to_owned(),
+        ))
+    }
+}
+
+/// Why the store could not be opened; the message is meant for one line of output.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    BadUrl(#[from] BadDatabaseUrl),
+    #[error("cannot connect: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate: {0}")]
+    Migrate(#[source] StoreError),
+}
+
+impl Store {
+    /// Connects, and applies pending migrations (serialised across replicas).
+    pub async fn open(settings: &DatabaseSettings) -> Result<Store, OpenError> {
+        let store = match parse(&settings.url)? {
+            Options::Sqlite(options) => {
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(settings.connect_timeout)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(OpenError::Connect)?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections.max(1))
+                    .acquire_timeout(settings.connect_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(OpenError::Connect)?;
+                Store {
+                    reader: SqlxSqliteConnector::from_sqlx_sqlite_pool(reader),
+                    writer: SqlxSqliteConnector::from_sqlx_sqlite_pool(writer),
+                    backend: Backend::Sqlite,
+                }
+            }
+            Options::Postgres(options) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.max_connections.max(2))
+                    .acquire_timeout(settings.connect_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(OpenError::Connect)?;
+                let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+                Store {
+                    reader: db.clone(),
+                    writer: db,
+                    backend: Backend::Postgres,
+                }
+            }
+        };
+        store.migrate().await.map_err(OpenError::Migrate)?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => Migrator::up(&self.writer, None)
+                .await
+                .map_err(StoreError::from),
+            Backend::Postgres => {
+                // Advisory locks belong to a connection, so take one of our own.
+                let conn = self.dedicated_connection().await?;
+                let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+                conn.execute_unprepared(&lock).await?;
+                let result = Migrator::up(&conn, None).await;
+                let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+                let _ = conn.execute_unprepared(&unlock).await;
+                let _ = conn.close().await;
+                result.map_err(StoreError::from)
+            }
+        }
+    }
+
+    async fn dedicated_connection(&self) -> Result<DatabaseConnection, StoreError> {
+        let pool = self.writer.get_postgres_connection_pool();
+        let options = pool.connect_options().as_ref().clone();
+        let single = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)))
+            })?;
+        Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(single))
+    }
+}

@@ -1,0 +1,12 @@
+//! sea-orm entities, one per table. Times are Unix milliseconds (UTC) so that
+//! comparisons behave the same on SQLite and PostgreSQL; ids are UUID strings.
+
+pub mod audit_event;
+pub mod change;
+pub mod login_failure;
+pub mod refresh_token;
+pub mod role;
+pub mod session;
+pub mod signing_key;
+pub mod user;
+pub mod user_role;

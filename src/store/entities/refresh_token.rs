@@ -1,0 +1,18 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "refresh_tokens")]
+pub struct Model {
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub token_hash: String,
+    pub session_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub spent_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

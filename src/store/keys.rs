@@ -1,0 +1,90 @@
+//! Signing keys. Every replica reads the same rows, so all sign and verify alike.
+
+use sea_orm::{
+    sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+
+use super::{
+    changes::{self, ChangeKind},
+    entities::signing_key,
+    Store, StoreError,
+};
+
+/// Lock key that makes "create the first key" happen once across replicas.
+const FIRST_KEY_LOCK: i64 = 0x6175_7468_6400_0004;
+
+impl Store {
+    /// Keys still published: not retired, or retired after `retired_after_ms`.
+    pub async fn published_keys(
+        &self,
+        retired_after_ms: i64,
+    ) -> Result<Vec<signing_key::Model>, StoreError> {
+        Ok(signing_key::Entity::find()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(signing_key::Column::RetiredAt.is_null())
+                    .add(signing_key::Column::RetiredAt.gt(retired_after_ms)),
+            )
+            .order_by_asc(signing_key::Column::CreatedAt)
+            .all(&self.reader)
+            .await?)
+    }
+
+    /// Inserts `key` unless an active key exists already; answers whether it did.
+    pub async fn insert_first_key(&self, key: signing_key::Model) -> Result<bool, StoreError> {
+        let txn = self.writer.begin().await?;
+        changes::serialize(&txn, self.backend, FIRST_KEY_LOCK).await?;
+        let active = signing_key::Entity::find()
+            .filter(signing_key::Column::RetiredAt.is_null())
+            .count(&txn)
+            .await?;
+        if active > 0 {
+            return Ok(false);
+        }
+        let kid = key.kid.clone();
+        let created_at = key.created_at;
+        signing_key::Entity::insert(into_active(key))
+            .exec_without_returning(&txn)
+            .await?;
+        changes::append(
+            &txn,
+            self.backend,
+            ChangeKind::SigningKeys,
+            &kid,
+            created_at,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Makes `key` the active key and retires the others as of now.
+    pub async fn rotate_key(&self, key: signing_key::Model) -> Result<(), StoreError> {
+        let txn = self.writer.begin().await?;
+        let now_ms = key.created_at;
+        let kid = key.kid.clone();
+        signing_key::Entity::update_many()
+            .col_expr(signing_key::Column::RetiredAt, Expr::value(now_ms))
+            .filter(signing_key::Column::RetiredAt.is_null())
+            .exec(&txn)
+            .await?;
+        signing_key::Entity::insert(into_active(key))
+            .exec_without_returning(&txn)
+            .await?;
+        changes::append(&txn, self.backend, ChangeKind::SigningKeys, &kid, now_ms).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+fn into_active(key: signing_key::Model) -> signing_key::ActiveModel {
+    signing_key::ActiveModel {
+        kid: Set(key.kid),
+        algorithm: Set(key.algorithm),
+        private_key: Set(key.private_key),
+        public_key: Set(key.public_key),
+        created_at: Set(key.created_at),
+        retired_at: Set(key.retired_at),
+    }
+}

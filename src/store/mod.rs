@@ -1,0 +1,53 @@
+//! Storage: the database connection, migrations and the queries the domain needs.
+//!
+//! Knows SQL and sea-orm, nothing about gRPC or tokens. Every query returns
+//! [`StoreError`], which says whether the database was unreachable, a unique index
+//! refused a row, or something else went wrong.
+
+pub mod entities;
+
+mod audit;
+mod changes;
+mod connect;
+mod error;
+mod keys;
+mod login_failures;
+mod sessions;
+mod users;
+
+pub use audit::AuditEvent;
+pub use changes::ChangeKind;
+pub use connect::{Backend, DatabaseSettings};
+pub use error::StoreError;
+pub use sessions::{NewSession, RefreshSpend, SessionEnd};
+pub use users::{NewUser, UserPage, UserWithRoles};
+
+use sea_orm::DatabaseConnection;
+
+/// Handles to the database. On SQLite all writes go through a one-connection pool
+/// so that writers queue in-process instead of failing with `SQLITE_BUSY`; on
+/// PostgreSQL both handles share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    reader: DatabaseConnection,
+    writer: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Store {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.ping().await.map_err(StoreError::from)
+    }
+
+    pub async fn close(self) {
+        let _ = self.reader.close().await;
+        if self.backend == Backend::Sqlite {
+            let _ = self.writer.close().await;
+        }
+    }
+}

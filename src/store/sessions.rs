@@ -1,0 +1,293 @@
+//! Sessions and refresh tokens: starting, spending (rotation with reuse detection)
+//! and ending them.
+
+use sea_orm::{
+    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use super::{
+    changes::{self, ChangeKind},
+    entities::{refresh_token, session},
+    Store, StoreError,
+};
+
+/// A session to start, with its first refresh token (already hashed).
+#[derive(Debug)]
+pub struct NewSession {
+    pub id: String,
+    pub user_id: String,
+    pub expires_at: i64,
+    pub refresh_hash: String,
+    pub refresh_expires_at: i64,
+    pub now_ms: i64,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug)]
+pub enum RefreshSpend {
+    /// This call spent the token; the new one is stored. The session is live.
+    Rotated { session: session::Model },
+    /// The token had been spent before: theft is assumed and the session is ended.
+    Reused {
+        session_id: String,
+        user_id: String,
+        newly_ended: bool,
+    },
+    /// Unknown or expired token, or its session has ended or expired.
+    Invalid,
+}
+
+/// A session ended by logout.
+#[derive(Debug)]
+pub struct SessionEnd {
+    pub session_id: String,
+    pub user_id: String,
+}
+
+impl Store {
+    pub async fn insert_session(&self, new: NewSession) -> Result<(), StoreError> {
+        let txn = self.writer.begin().await?;
+        session::Entity::insert(session::ActiveModel {
+            id: Set(new.id.clone()),
+            user_id: Set(new.user_id),
+            created_at: Set(new.now_ms),
+            expires_at: Set(new.expires_at),
+            ended_at: Set(None),
+            end_reason: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        insert_refresh(
+            &txn,
+            &new.refresh_hash,
+            &new.id,
+            new.now_ms,
+            new.refresh_expires_at,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Spends the refresh token `old_hash` and stores `new_hash` in its place.
+    ///
+    /// The spend is one conditional update, so of concurrent calls exactly one wins.
+    /// `new_expires_at` is capped by the session's absolute expiry here.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now_ms: i64,
+    ) -> Result<(RefreshSpend, i64), StoreError> {
+        let txn = self.writer.begin().await?;
+        let spent = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::SpentAt, Expr::value(now_ms))
+            .filter(refresh_token::Column::TokenHash.eq(old_hash))
+            .filter(refresh_token::Column::SpentAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let Some(token) = refresh_token::Entity::find_by_id(old_hash)
+            .one(&txn)
+            .await?
+        else {
+            return Ok((RefreshSpend::Invalid, 0));
+        };
+        let Some(session) = session::Entity::find_by_id(&token.session_id)
+            .one(&txn)
+            .await?
+        else {
+            return Ok((RefreshSpend::Invalid, 0));
+        };
+        if spent == 0 {
+            let newly_ended = end_session(&txn, &session.id, "refresh_reuse", now_ms).await?;
+            if newly_ended {
+                changes::append(
+                    &txn,
+                    self.backend,
+                    ChangeKind::SessionEnded,
+                    &session.id,
+                    now_ms,
+                )
+                .await?;
+            }
+            txn.commit().await?;
+            return Ok((
+                RefreshSpend::Reused {
+                    session_id: session.id,
+                    user_id: session.user_id,
+                    newly_ended,
+                },
+                0,
+            ));
+        }
+        let live = session.ended_at.is_none() && session.expires_at > now_ms;
+        if !live || token.expires_at <= now_ms {
+            // Nothing to keep: the spend of a dead token changes nothing.
+            txn.rollback().await?;
+            return Ok((RefreshSpend::Invalid, 0));
+        }
+        let expires_at = new_expires_at.min(session.expires_at);
+        insert_refresh(&txn, new_hash, &session.id, now_ms, expires_at).await?;
+        txn.commit().await?;
+        Ok((RefreshSpend::Rotated { session }, expires_at))
+    }
+
+    /// Ends the session of a refresh token (spent or not). `None` when the token is
+    /// unknown or its session had already ended.
+    pub async fn end_session_by_refresh(
+        &self,
+        hash: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Option<SessionEnd>, StoreError> {
+        let txn = self.writer.begin().await?;
+        let Some(token) = refresh_token::Entity::find_by_id(hash).one(&txn).await? else {
+            return Ok(None);
+        };
+        let Some(session) = session::Entity::find_by_id(&token.session_id)
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if !end_session(&txn, &session.id, reason, now_ms).await? {
+            return Ok(None);
+        }
+        changes::append(
+            &txn,
+            self.backend,
+            ChangeKind::SessionEnded,
+            &session.id,
+            now_ms,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(Some(SessionEnd {
+            session_id: session.id,
+            user_id: session.user_id,
+        }))
+    }
+
+    /// Ends every live session of a user; answers how many.
+    pub async fn end_sessions_of_user(
+        &self,
+        user_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let txn = self.writer.begin().await?;
+        let ended = end_user_sessions(&txn, user_id, reason, now_ms).await?;
+        if ended > 0 {
+            changes::append(
+                &txn,
+                self.backend,
+                ChangeKind::UserSessionsEnded,
+                user_id,
+                now_ms,
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(ended)
+    }
+
+    /// Sessions that ended after `since_ms`, as (id, ended_at), optionally of one user.
+    pub async fn ended_sessions(
+        &self,
+        since_ms: i64,
+        user_id: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut query = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .column(session::Column::EndedAt)
+            .filter(session::Column::EndedAt.gt(since_ms));
+        if let Some(user_id) = user_id {
+            query = query.filter(session::Column::UserId.eq(user_id));
+        }
+        let rows: Vec<(String, Option<i64>)> = query.into_tuple().all(&self.reader).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, at)| Some((id, at?)))
+            .collect())
+    }
+
+    /// When a session ended, if it has.
+    pub async fn session_ended_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        let ended: Option<Option<i64>> = session::Entity::find_by_id(id)
+            .select_only()
+            .column(session::Column::EndedAt)
+            .into_tuple()
+            .one(&self.reader)
+            .await?;
+        Ok(ended.flatten())
+    }
+
+    /// Live sessions (not ended, not expired), for the metrics gauge.
+    pub async fn count_live_sessions(&self, now_ms: i64) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(session::Entity::find()
+            .filter(session::Column::EndedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(now_ms))
+            .count(&self.reader)
+            .await?)
+    }
+}
+
+async fn insert_refresh(
+    txn: &DatabaseTransaction,
+    hash: &str,
+    session_id: &str,
+    now_ms: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    refresh_token::Entity::insert(refresh_token::ActiveModel {
+        token_hash: Set(hash.to_owned()),
+        session_id: Set(session_id.to_owned()),
+        issued_at: Set(now_ms),
+        expires_at: Set(expires_at),
+        spent_at: Set(None),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+/// Ends one session if it is still live; true when this call ended it.
+async fn end_session(
+    db: &impl ConnectionTrait,
+    id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let ended = session::Entity::update_many()
+        .col_expr(session::Column::EndedAt, Expr::value(now_ms))
+        .col_expr(session::Column::EndReason, Expr::value(reason))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::EndedAt.is_null())
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(ended > 0)
+}
+
+/// Ends every live, unexpired session of a user; answers how many.
+pub(super) async fn end_user_sessions(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    Ok(session::Entity::update_many()
+        .col_expr(session::Column::EndedAt, Expr::value(now_ms))
+        .col_expr(session::Column::EndReason, Expr::value(reason))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::EndedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now_ms))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

@@ -1,0 +1,376 @@
+//! Users, their directly granted roles, and the role hierarchy.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    sea_query::{Expr, OnConflict},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use super::{
+    changes::{self, ChangeKind},
+    entities::{role, user, user_role},
+    Store, StoreError,
+};
+
+/// A user to insert; the `*_lc` columns are derived here.
+#[derive(Debug)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub full_name: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub now_ms: i64,
+}
+
+/// A user row with the names of the roles granted to it directly.
+#[derive(Clone, Debug)]
+pub struct UserWithRoles {
+    pub user: user::Model,
+    pub roles: Vec<String>,
+}
+
+/// One page of users, in (created_at, id) order.
+#[derive(Debug)]
+pub struct UserPage {
+    pub users: Vec<UserWithRoles>,
+    pub has_more: bool,
+}
+
+impl Store {
+    /// Inserts a user and its roles. `Conflict` when the username or email is taken
+    /// (the unique indexes decide, so concurrent registrations have one winner).
+    pub async fn insert_user(&self, new: NewUser) -> Result<(), StoreError> {
+        let txn = self.writer.begin().await?;
+        user::Entity::insert(user::ActiveModel {
+            id: Set(new.id.clone()),
+            username_lc: Set(new.username.to_lowercase()),
+            username: Set(new.username),
+            email_lc: Set(new.email.to_lowercase()),
+            email: Set(new.email),
+            full_name: Set(new.full_name),
+            password_hash: Set(new.password_hash),
+            active: Set(true),
+            created_at: Set(new.now_ms),
+            updated_at: Set(new.now_ms),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        for role in &new.roles {
+            user_role::Entity::insert(user_role::ActiveModel {
+                user_id: Set(new.id.clone()),
+                role: Set(role.clone()),
+                granted_at: Set(new.now_ms),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        changes::append(&txn, self.backend, ChangeKind::User, &new.id, new.now_ms).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Which of a username and an email are already taken (case-insensitively).
+    pub async fn taken(
+        &self,
+        username_lc: &str,
+        email_lc: &str,
+    ) -> Result<(bool, bool), StoreError> {
+        let rows: Vec<(String, String)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::UsernameLc)
+            .column(user::Column::EmailLc)
+            .filter(
+                Condition::any()
+                    .add(user::Column::UsernameLc.eq(username_lc))
+                    .add(user::Column::EmailLc.eq(email_lc)),
+            )
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        Ok((
+            rows.iter().any(|(u, _)| u == username_lc),
+            rows.iter().any(|(_, e)| e == email_lc),
+        ))
+    }
+
+    /// The user whose username or email is `login_lc` (already lower-case).
+    pub async fn find_user_by_login(
+        &self,
+        login_lc: &str,
+    ) -> Result<Option<user::Model>, StoreError> {
+        let column = if login_lc.contains('@') {
+            user::Column::EmailLc
+        } else {
+            user::Column::UsernameLc
+        };
+        Ok(user::Entity::find()
+            .filter(column.eq(login_lc))
+            .one(&self.reader)
+            .await?)
+    }
+
+    pub async fn find_user(&self, id: &str) -> Result<Option<UserWithRoles>, StoreError> {
+        let Some(user) = user::Entity::find_by_id(id).one(&self.reader).await? else {
+            return Ok(None);
+        };
+        let roles = self.roles_of(&self.reader, id).await?;
+        Ok(Some(UserWithRoles { user, roles }))
+    }
+
+    pub async fn find_user_by_username(
+        &self,
+        username_lc: &str,
+    ) -> Result<Option<UserWithRoles>, StoreError> {
+        let Some(user) = user::Entity::find()
+            .filter(user::Column::UsernameLc.eq(username_lc))
+            .one(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let roles = self.roles_of(&self.reader, &user.id).await?;
+        Ok(Some(UserWithRoles { user, roles }))
+    }
+
+    async fn roles_of(
+        &self,
+        db: &impl ConnectionTrait,
+        user_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(user_role::Entity::find()
+            .select_only()
+            .column(user_role::Column::Role)
+            .filter(user_role::Column::UserId.eq(user_id))
+            .order_by_asc(user_role::Column::Role)
+            .into_tuple()
+            .all(db)
+            .await?)
+    }
+
+    /// Every user with its roles, for loading the memory view at start-up.
+    pub async fn all_users(&self) -> Result<Vec<UserWithRoles>, StoreError> {
+        let users = user::Entity::find().all(&self.reader).await?;
+        let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+        for grant in user_role::Entity::find().all(&self.reader).await? {
+            roles.entry(grant.user_id).or_default().push(grant.role);
+        }
+        Ok(users
+            .into_iter()
+            .map(|user| {
+                let roles = roles.remove(&user.id).unwrap_or_default();
+                UserWithRoles { user, roles }
+            })
+            .collect())
+    }
+
+    /// The role hierarchy.
+    pub async fn roles(&self) -> Result<Vec<role::Model>, StoreError> {
+        Ok(role::Entity::find()
+            .order_by_asc(role::Column::Rank)
+            .all(&self.reader)
+            .await?)
+    }
+
+    pub async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now_ms))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Users after the `(created_at, id)` position `after`, oldest first.
+    pub async fn list_users(
+        &self,
+        after: Option<(i64, String)>,
+        limit: u64,
+    ) -> Result<UserPage, StoreError> {
+        let mut query = user::Entity::find()
+            .order_by_asc(user::Column::CreatedAt)
+            .order_by_asc(user::Column::Id)
+            .limit(limit + 1);
+        if let Some((created_at, id)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(user::Column::CreatedAt.gt(created_at))
+                    .add(
+                        Condition::all()
+                            .add(user::Column::CreatedAt.eq(created_at))
+                            .add(user::Column::Id.gt(id)),
+                    ),
+            );
+        }
+        let mut users = query.all(&self.reader).await?;
+        let has_more = users.len() as u64 > limit;
+        users.truncate(limit as usize);
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+        for grant in user_role::Entity::find()
+            .filter(user_role::Column::UserId.is_in(ids))
+            .order_by_asc(user_role::Column::Role)
+            .all(&self.reader)
+            .await?
+        {
+            roles.entry(grant.user_id).or_default().push(grant.role);
+        }
+        let users = users
+            .into_iter()
+            .map(|user| {
+                let roles = roles.remove(&user.id).unwrap_or_default();
+                UserWithRoles { user, roles }
+            })
+            .collect();
+        Ok(UserPage { users, has_more })
+    }
+
+    /// Grants `role`; granting a held role changes nothing.
+    pub async fn grant_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let txn = self.writer.begin().await?;
+        let inserted = user_role::Entity::insert(user_role::ActiveModel {
+            user_id: Set(user_id.to_owned()),
+            role: Set(role.to_owned()),
+            granted_at: Set(now_ms),
+        })
+        .on_conflict(
+            OnConflict::columns([user_role::Column::UserId, user_role::Column::Role])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if inserted > 0 {
+            touch_user(&txn, user_id, now_ms).await?;
+            changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Takes a directly granted role away, unless that would leave no active holder
+    /// of `guarded_role` (then `Ok(false)` and nothing changes).
+    pub async fn withdraw_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        guarded_role: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.writer.begin().await?;
+        changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
+        let deleted = user_role::Entity::delete_many()
+            .filter(user_role::Column::UserId.eq(user_id))
+            .filter(user_role::Column::Role.eq(role))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if deleted > 0 {
+            if role == guarded_role && count_active_holders(&txn, guarded_role).await? == 0 {
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            touch_user(&txn, user_id, now_ms).await?;
+            changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Activates or deactivates a user; deactivation also ends every live session.
+    /// Refuses (`Ok(None)`) to deactivate the last active holder of `guarded_role`.
+    /// Otherwise answers how many sessions were ended.
+    pub async fn set_active(
+        &self,
+        user_id: &str,
+        active: bool,
+        guarded_role: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let txn = self.writer.begin().await?;
+        changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::Active, Expr::value(active))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now_ms))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        let mut ended = 0;
+        if !active {
+            let holds_guarded =
+                user_role::Entity::find_by_id((user_id.to_owned(), guarded_role.to_owned()))
+                    .one(&txn)
+                    .await?
+                    .is_some();
+            if holds_guarded && count_active_holders(&txn, guarded_role).await? == 0 {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            ended =
+                super::sessions::end_user_sessions(&txn, user_id, "deactivated", now_ms).await?;
+            if ended > 0 {
+                changes::append(
+                    &txn,
+                    self.backend,
+                    ChangeKind::UserSessionsEnded,
+                    user_id,
+                    now_ms,
+                )
+                .await?;
+            }
+        }
+        changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+        txn.commit().await?;
+        Ok(Some(ended))
+    }
+
+    pub async fn role_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(role::Entity::find_by_id(name).count(&self.reader).await? > 0)
+    }
+}
+
+async fn touch_user(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    user::Entity::update_many()
+        .col_expr(user::Column::UpdatedAt, Expr::value(now_ms))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Active users holding `role` directly.
+async fn count_active_holders(db: &impl ConnectionTrait, role: &str) -> Result<u64, StoreError> {
+    let holders: Vec<String> = user_role::Entity::find()
+        .select_only()
+        .column(user_role::Column::UserId)
+        .filter(user_role::Column::Role.eq(role))
+        .into_tuple()
+        .all(db)
+        .await?;
+    if holders.is_empty() {
+        return Ok(0);
+    }
+    Ok(user::Entity::find()
+        .filter(user::Column::Id.is_in(holders))
+        .filter(user::Column::Active.eq(true))
+        .count(db)
+        .await?)
+}
