@@ -1,0 +1,405 @@
+//! Access tokens: what ValidateToken accepts and refuses, JWKS, restarts and key
+//! rotation.
+
+mod common;
+
+use std::time::Duration;
+
+use authd::grpc::pb;
+use base64::{
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+    Engine,
+};
+use common::{login, register, validate, Backend, TestDb, TestServer};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::json;
+use sqlx::Row;
+use tonic::Code;
+
+/// The active signing key, read straight from the database (what an attacker
+/// must never have; the tests use it to forge tokens that differ in one claim).
+async fn active_key(db: &TestDb) -> (String, EncodingKey) {
+    let row = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE retired_at IS NULL")
+        .fetch_one(&mut db.sql().await)
+        .await
+        .expect("active key");
+    let der = STANDARD.decode(row.get::<String, _>(1)).expect("base64");
+    (row.get(0), EncodingKey::from_ed_der(&der))
+}
+
+fn header(kid: &str) -> Header {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("at+jwt".into());
+    header
+}
+
+fn claims(sub: &str, sid: &str, iss: &str, aud: &str, iat: i64, exp: i64) -> serde_json::Value {
+    json!({"iss": iss, "aud": aud, "sub": sub, "sid": sid, "iat": iat, "nbf": iat, "exp": exp,
+           "jti": uuid::Uuid::new_v4().to_string(), "roles": ["admin"]})
+}
+
+async fn validate_answers_identity_session_and_times(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    let user = register(&mut client, "alice").await;
+    let before = chrono::Utc::now().timestamp();
+    let tokens = login(&mut client, "alice").await;
+    let answer = validate(&mut client, &tokens.access_token)
+        .await
+        .expect("valid");
+    assert_eq!(answer.user_id, user.id);
+    assert_eq!(answer.username, "alice");
+    assert_eq!(answer.roles, ["viewer", "user"]);
+    assert!(uuid::Uuid::parse_str(&answer.session_id).is_ok());
+    let issued = answer.issued_at.expect("issued_at").seconds;
+    let expires = answer.expires_at.expect("expires_at").seconds;
+    assert!(issued >= before && issued <= before + 2);
+    assert_eq!(expires - issued, 15 * 60);
+
+    let check = |role: &str| pb::CheckRoleRequest {
+        token: tokens.access_token.clone(),
+        role: role.into(),
+    };
+    let allowed = client
+        .check_role(check("viewer"))
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(allowed.allowed);
+    assert_eq!(allowed.user_id, user.id);
+    assert!(
+        !client
+            .check_role(check("editor"))
+            .await
+            .expect("check")
+            .into_inner()
+            .allowed
+    );
+    assert_eq!(
+        client
+            .check_role(check("superuser"))
+            .await
+            .expect_err("unknown role")
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        client
+            .check_role(check(""))
+            .await
+            .expect_err("empty role")
+            .code(),
+        Code::InvalidArgument
+    );
+    let bad = pb::CheckRoleRequest {
+        token: "garbage".into(),
+        role: "viewer".into(),
+    };
+    assert_eq!(
+        client.check_role(bad).await.expect_err("bad token").code(),
+        Code::Unauthenticated
+    );
+}
+
+async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    let user = register(&mut client, "alice").await;
+    let tokens = login(&mut client, "alice").await;
+    let sid = validate(&mut client, &tokens.access_token)
+        .await
+        .expect("valid")
+        .session_id;
+    let (kid, key) = active_key(&db).await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |header: &Header, claims: &serde_json::Value, key: &EncodingKey| {
+        jsonwebtoken::encode(header, claims, key).expect("sign")
+    };
+    let good = claims(&user.id, &sid, "authd", "authd", now, now + 600);
+    // Our own key signs this one correctly: the baseline must validate.
+    assert!(validate(&mut client, &sign(&header(&kid), &good, &key))
+        .await
+        .is_ok());
+
+    let parts: Vec<&str> = tokens.access_token.split('.').collect();
+    let payload: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    let mut promoted = payload.clone();
+    promoted["sub"] = json!(uuid::Uuid::new_v4().to_string());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(promoted.to_string()),
+        parts[2]
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "at+jwt", "kid": kid}).to_string()),
+        parts[1]
+    );
+    let public_x = {
+        let jwks: serde_json::Value = serde_json::from_str(
+            &client
+                .get_jwks(pb::GetJwksRequest {})
+                .await
+                .expect("jwks")
+                .into_inner()
+                .jwks_json,
+        )
+        .expect("json");
+        jwks["keys"][0]["x"].as_str().expect("x").to_owned()
+    };
+    let mut hs_header = Header::new(Algorithm::HS256);
+    hs_header.kid = Some(kid.clone());
+    hs_header.typ = Some("at+jwt".into());
+    let hs256_with_public_key = sign(
+        &hs_header,
+        &good,
+        &EncodingKey::from_secret(public_x.as_bytes()),
+    );
+    let other_pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("key");
+    let foreign_key = sign(
+        &header(&kid),
+        &good,
+        &EncodingKey::from_ed_der(other_pkcs8.as_ref()),
+    );
+    let mut no_typ = header(&kid);
+    no_typ.typ = Some("JWT".into());
+
+    let cases = vec![
+        ("empty", String::new()),
+        ("garbage", "not a token".to_owned()),
+        ("huge, under the message limit", "a".repeat(60_000)),
+        ("tampered payload", tampered),
+        ("alg none", alg_none),
+        ("HS256 keyed with the public key", hs256_with_public_key),
+        ("signed by a foreign key", foreign_key),
+        ("typ JWT", sign(&no_typ, &good, &key)),
+        ("unknown kid", sign(&header("nope"), &good, &key)),
+        (
+            "wrong issuer",
+            sign(
+                &header(&kid),
+                &claims(&user.id, &sid, "evil", "authd", now, now + 600),
+                &key,
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                &header(&kid),
+                &claims(&user.id, &sid, "authd", "other", now, now + 600),
+                &key,
+            ),
+        ),
+        (
+            "expired",
+            sign(
+                &header(&kid),
+                &claims(&user.id, &sid, "authd", "authd", now - 600, now - 2),
+                &key,
+            ),
+        ),
+        ("not yet valid", {
+            let mut c = good.clone();
+            c["nbf"] = json!(now + 120);
+            sign(&header(&kid), &c, &key)
+        }),
+        (
+            "unknown user",
+            sign(
+                &header(&kid),
+                &claims(
+                    &uuid::Uuid::new_v4().to_string(),
+                    &sid,
+                    "authd",
+                    "authd",
+                    now,
+                    now + 600,
+                ),
+                &key,
+            ),
+        ),
+        ("a refresh token", tokens.refresh_token.clone()),
+    ];
+    let mut messages = std::collections::HashSet::new();
+    for (name, token) in cases {
+        let status = validate(&mut client, &token).await.expect_err(name);
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+        messages.insert(status.message().to_owned());
+    }
+    assert_eq!(
+        messages.len(),
+        1,
+        "one message for every bad token: {messages:?}"
+    );
+    // The genuine token is unaffected by all of that.
+    assert!(validate(&mut client, &tokens.access_token).await.is_ok());
+}
+
+async fn tokens_verify_with_a_standard_library_from_the_published_jwks(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    let user = register(&mut client, "alice").await;
+    let tokens = login(&mut client, "alice").await;
+
+    let grpc_jwks = client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner()
+        .jwks_json;
+    let response = reqwest::get(format!("http://{}/.well-known/jwks.json", server.http_addr))
+        .await
+        .expect("GET jwks");
+    assert!(response.status().is_success());
+    let http_jwks = response.text().await.expect("body");
+    assert_eq!(grpc_jwks, http_jwks);
+    assert!(!grpc_jwks.contains("\"d\""), "no private members");
+
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&grpc_jwks).expect("RFC 7517 set");
+    let header = jsonwebtoken::decode_header(&tokens.access_token).expect("header");
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let jwk = set
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid published");
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&["authd"]);
+    validation.set_issuer(&["authd"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &tokens.access_token,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("verifies");
+    let c = data.claims;
+    assert_eq!(c["sub"], json!(user.id));
+    for claim in ["iss", "aud", "exp", "iat", "jti", "sid", "roles"] {
+        assert!(c.get(claim).is_some(), "claim {claim}");
+    }
+}
+
+async fn tokens_stay_valid_across_a_restart(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    let tokens = login(&mut client, "alice").await;
+    server.stop().await;
+
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    let answer = validate(&mut client, &tokens.access_token)
+        .await
+        .expect("still valid after restart");
+    assert_eq!(answer.username, "alice");
+}
+
+async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    let old = login(&mut client, "alice").await;
+    let old_kid = jsonwebtoken::decode_header(&old.access_token)
+        .expect("header")
+        .kid
+        .expect("kid");
+
+    let output = common::authd_cli(&db, &["keys", "rotate"], None).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The running server picks the new key up from the change feed.
+    let started = std::time::Instant::now();
+    let mut new_kid = None;
+    while new_kid.is_none() && started.elapsed() < Duration::from_secs(2) {
+        let tokens = login(&mut client, "alice").await;
+        let kid = jsonwebtoken::decode_header(&tokens.access_token)
+            .expect("header")
+            .kid
+            .expect("kid");
+        if kid != old_kid {
+            new_kid = Some((kid, tokens));
+        }
+    }
+    assert!(new_kid.is_some(), "new key in use within 2 s");
+    let (new_kid, new) = new_kid.expect("new token");
+    assert!(
+        validate(&mut client, &old.access_token).await.is_ok(),
+        "old token still valid"
+    );
+    assert!(
+        validate(&mut client, &new.access_token).await.is_ok(),
+        "new token valid"
+    );
+    let jwks = client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner()
+        .jwks_json;
+    assert!(
+        jwks.contains(&old_kid) && jwks.contains(&new_kid),
+        "both keys published: {jwks}"
+    );
+}
+
+async fn access_tokens_expire_to_the_second(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let mut config = common::config_for(&db);
+    config.access_token_ttl = Duration::from_secs(2);
+    let server = TestServer::start_with(config).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    let tokens = login(&mut client, "alice").await;
+    assert_eq!(tokens.expires_in, 2);
+    let exp = validate(&mut client, &tokens.access_token)
+        .await
+        .expect("valid")
+        .expires_at
+        .expect("exp")
+        .seconds;
+    // exp itself plus at most one second of leeway; after that, refused.
+    let wait_until = exp + 2;
+    let now = chrono::Utc::now().timestamp();
+    tokio::time::sleep(Duration::from_millis(
+        ((wait_until - now).max(0) * 1000 + 100) as u64,
+    ))
+    .await;
+    let status = validate(&mut client, &tokens.access_token)
+        .await
+        .expect_err("expired");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+on_both_databases!(
+    validate_answers_identity_session_and_times,
+    forged_tampered_and_foreign_tokens_are_unauthenticated,
+    tokens_verify_with_a_standard_library_from_the_published_jwks,
+    tokens_stay_valid_across_a_restart,
+    key_rotation_keeps_old_tokens_valid_and_publishes_both_keys,
+    access_tokens_expire_to_the_second,
+);
