@@ -1,0 +1,171 @@
+//! The database goes away: the hot path answers from memory (proving it needs no
+//! query per call) for a bounded staleness, readiness turns NOT_SERVING, calls that
+//! need the database answer UNAVAILABLE, and everything recovers by itself.
+//!
+//! PostgreSQL only: the outage is real (the database refuses connections and its
+//! sessions are terminated). SQLite has no server to lose.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use authd::grpc::pb;
+use common::{login, register, validate, Backend, TestDb, TestServer};
+use tonic::{transport::Channel, Code};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+async fn health(channel: Channel, service: &str) -> i32 {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+async fn set_database_reachable(db: &TestDb, reachable: bool) {
+    use sqlx::Connection;
+    let admin_url = std::env::var("AUTHD_TEST_DATABASE_URL").expect("PostgreSQL test URL");
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("db name")
+        .split('?')
+        .next()
+        .expect("db name")
+        .to_owned();
+    sqlx::query(&format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter");
+    if !reachable {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .expect("terminate");
+    }
+}
+
+async fn validate_answers_from_memory_while_the_database_is_down_then_everything_recovers(
+    backend: Backend,
+) {
+    if backend != Backend::Postgres {
+        eprintln!("skipped on SQLite: an outage needs a database server");
+        return;
+    }
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let mut config = common::config_for(&db);
+    config.max_staleness = Duration::from_secs(4);
+    config.database.database_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    let tokens = login(&mut client, "alice").await;
+    assert!(validate(&mut client, &tokens.access_token).await.is_ok());
+
+    set_database_reachable(&db, false).await;
+    let down_at = Instant::now();
+
+    // Memory answers: no query is needed per call, so these succeed with no database.
+    for _ in 0..200 {
+        validate(&mut client, &tokens.access_token)
+            .await
+            .expect("validate from memory");
+    }
+    let check = pb::CheckRoleRequest {
+        token: tokens.access_token.clone(),
+        role: "user".into(),
+    };
+    assert!(
+        client
+            .check_role(check.clone())
+            .await
+            .expect("check from memory")
+            .into_inner()
+            .allowed
+    );
+
+    // Readiness follows the database; liveness does not.
+    let channel = server.channel().await;
+    let not_ready = common::eventually(Duration::from_secs(5), || {
+        let channel = channel.clone();
+        async move { health(channel, "").await == NOT_SERVING }
+    })
+    .await;
+    assert!(
+        not_ready.is_some(),
+        "readiness still SERVING 5 s into the outage"
+    );
+    assert_eq!(
+        health(channel.clone(), "auth.v1.AuthService").await,
+        NOT_SERVING
+    );
+    assert_eq!(health(channel.clone(), "liveness").await, SERVING);
+
+    // Calls that need the database fail fast and clearly.
+    let started = Instant::now();
+    let status = client
+        .login(pb::LoginRequest {
+            username: "alice".into(),
+            password: common::PASSWORD.into(),
+        })
+        .await
+        .expect_err("login needs the database");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "login took {:?}",
+        started.elapsed()
+    );
+    let status = client
+        .register(pb::RegisterRequest {
+            username: "bob".into(),
+            email: "bob@example.com".into(),
+            password: common::PASSWORD.into(),
+            full_name: String::new(),
+        })
+        .await
+        .expect_err("register needs the database");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // Past the staleness bound the hot path stops vouching.
+    tokio::time::sleep(
+        Duration::from_secs(4).saturating_sub(down_at.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    let status = validate(&mut client, &tokens.access_token)
+        .await
+        .expect_err("too stale");
+    assert_eq!(status.code(), Code::Unavailable);
+
+    set_database_reachable(&db, true).await;
+    let recovered = common::eventually(Duration::from_secs(15), || {
+        let channel = channel.clone();
+        let mut client = client.clone();
+        let token = tokens.access_token.clone();
+        async move {
+            health(channel, "").await == SERVING && validate(&mut client, &token).await.is_ok()
+        }
+    })
+    .await;
+    eprintln!("recovered {recovered:?} after the database came back");
+    assert!(recovered.is_some(), "no recovery within 15 s");
+    login(&mut client, "alice").await;
+}
+
+on_both_databases!(
+    validate_answers_from_memory_while_the_database_is_down_then_everything_recovers
+);
