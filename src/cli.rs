@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::{
-        Command, DatabaseArgs, HealthArgs, KeysCommand, ServeConfig, UserCommand, UserCreateArgs,
+        ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HealthArgs, KeysCommand,
+        ServeConfig, UserCommand, UserCreateArgs,
     },
     domain::{accounts::Registration, keys::KeyRing, secrets::Password, unix_now_ms},
     server,
@@ -35,6 +36,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("new active signing key: {kid}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Apikey {
+            command: ApiKeyCommand::Create(args),
+        } => create_api_key(args).await,
         Command::Health(args) => health(args).await,
     }
 }
@@ -87,6 +91,27 @@ async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("created user {} ({})", user.user.username, user.user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_api_key(args: ApiKeyCreateArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ServeConfig::from_defaults(&args.database.database_url);
+    config.database = args.database;
+    let auth = server::build(&config).await?;
+    let ttl_seconds = args.ttl.map_or(0, |ttl| ttl.as_secs().max(1) as i64);
+    let caller = crate::domain::audit::Caller {
+        actor: None,
+        peer: Some("cli".into()),
+    };
+    let issued = auth
+        .create_api_key(&caller, &args.name, args.roles, ttl_seconds)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "created API key {} ({}); the secret below is shown only once",
+        issued.key.name, issued.key.id
+    );
+    println!("{}", issued.secret.expose());
     Ok(ExitCode::SUCCESS)
 }
 

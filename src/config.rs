@@ -48,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage API keys for service-to-service calls.
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Check a running server's health over gRPC; exits 0 when SERVING.
     Health(HealthArgs),
 }
@@ -63,6 +68,27 @@ pub enum KeysCommand {
     /// Make a new signing key the active one. Earlier keys keep verifying (and stay
     /// published) until the tokens they signed expire.
     Rotate(DatabaseArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print its secret (shown only this once) on stdout.
+    Create(ApiKeyCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiKeyCreateArgs {
+    /// 1 to 64 printable characters, unique among live keys.
+    #[arg(long)]
+    pub name: String,
+    /// A role to grant the key; repeat for several.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// How long the key lives (humantime: 90d, 12h). Default: no expiry.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

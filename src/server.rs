@@ -56,6 +56,7 @@ pub async fn run(
 
     let auth = build(&config).await?;
     let background = CancellationToken::new();
+    tokio::spawn(record_api_key_use(auth.clone(), background.clone()));
     tokio::spawn(
         auth.feed
             .clone()
@@ -120,6 +121,8 @@ pub async fn run(
     };
     background.cancel();
     draining.cancel();
+    auth.flush_api_key_use().await;
+    auth.flush_api_key_use().await;
     let _ = http_server.await;
     auth.store.clone().close().await;
     served
@@ -176,6 +179,17 @@ async fn follow_database(
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = up.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Writes API-key use to the database in batches, off the hot path.
+async fn record_api_key_use(auth: Auth, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => auth.flush_api_key_use().await,
         }
     }
 }

@@ -69,6 +69,8 @@ impl ChangeFeed {
         {
             self.views.end_session(id, ended_at);
         }
+        self.views
+            .replace_api_keys(&self.store.live_api_keys(now_ms).await?, now_ms);
         self.keys.load(&self.store, now_ms).await?;
         *cursor = latest;
         self.views.mark_synced(now_ms);
@@ -112,7 +114,10 @@ impl ChangeFeed {
                 }
             }
             ChangeKind::SigningKeys => self.keys.load(&self.store, now_ms).await?,
-            ChangeKind::ApiKey => {}
+            ChangeKind::ApiKey => match self.store.find_api_key(subject).await? {
+                Some(key) => self.views.put_api_key(&key, now_ms),
+                None => self.views.remove_api_key(subject),
+            },
         }
         Ok(())
     }

@@ -1,37 +1,94 @@
-//! The hot path: ValidateToken and CheckRole. Answers from memory only: the
-//! verified-token cache, then the ended-session and user views on every call, so no
-//! cached answer outlives a revocation or a role change. The database is touched
-//! only on a cold miss (a user registered on another replica a moment ago, or a key
-//! rotated elsewhere).
+//! The hot path: ValidateToken and CheckRole. Answers from memory only: for an
+//! access token, the verified-token cache, then the ended-session and user views on
+//! every call, so no cached answer outlives a revocation or a role change; for an
+//! API key, the key view. The database is touched only on a cold miss (a user
+//! registered on another replica a moment ago, or a key rotated elsewhere).
 
 use std::sync::Arc;
 
 use super::{
+    api_keys::{looks_like_api_key, ApiKeyEntry},
     error::{DomainError, DomainResult},
+    roles::RoleList,
     service::Auth,
     tokens::{Rejection, VerifiedToken},
     unix_now_ms,
     views::UserEntry,
 };
 
-/// Who a valid token speaks for, with the roles they hold now.
+/// Who a valid credential speaks for, with the roles they hold now.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub token: Arc<VerifiedToken>,
-    pub user: Arc<UserEntry>,
+pub enum Principal {
+    /// A user's access token in a live session.
+    User {
+        token: Arc<VerifiedToken>,
+        user: Arc<UserEntry>,
+    },
+    /// A live API key.
+    ApiKey(Arc<ApiKeyEntry>),
 }
 
 impl Principal {
+    /// The user's id, or the key's id.
+    pub fn subject_id(&self) -> &str {
+        match self {
+            Principal::User { token, .. } => &token.user_id,
+            Principal::ApiKey(key) => &key.id,
+        }
+    }
+
+    /// The username, or the key's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User { user, .. } => &user.username,
+            Principal::ApiKey(key) => &key.name,
+        }
+    }
+
+    pub fn roles(&self) -> &RoleList {
+        match self {
+            Principal::User { user, .. } => &user.effective_roles,
+            Principal::ApiKey(key) => &key.effective_roles,
+        }
+    }
+
+    /// Empty for an API key.
+    pub fn session_id(&self) -> &str {
+        match self {
+            Principal::User { token, .. } => &token.session_id,
+            Principal::ApiKey(_) => "",
+        }
+    }
+
+    /// Unix seconds; `None` for a key that never expires.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self {
+            Principal::User { token, .. } => Some(token.expires_at),
+            Principal::ApiKey(key) => key.expires_at_ms.map(|ms| ms.div_euclid(1000)),
+        }
+    }
+
+    /// Unix seconds: when the token was issued, or the key created.
+    pub fn issued_at(&self) -> i64 {
+        match self {
+            Principal::User { token, .. } => token.issued_at,
+            Principal::ApiKey(key) => key.created_at_ms.div_euclid(1000),
+        }
+    }
+
     pub fn has_role(&self, role: &str) -> bool {
-        self.user.effective_roles.iter().any(|r| r.as_ref() == role)
+        self.roles().iter().any(|r| r.as_ref() == role)
     }
 }
 
 impl Auth {
-    /// Verifies an access token and answers for its holder as of now.
+    /// Verifies an access token or API key and answers for its holder as of now.
     pub async fn validate(&self, token: &str) -> DomainResult<Principal> {
         let now_ms = unix_now_ms();
         self.ensure_fresh(now_ms)?;
+        if looks_like_api_key(token) {
+            return self.validate_api_key(token, now_ms).map(Principal::ApiKey);
+        }
         let now = now_ms / 1000;
         let verified = match self.tokens.verify(&self.keys, token, now) {
             Ok(verified) => verified,
@@ -65,13 +122,13 @@ impl Auth {
         if !user.active {
             return Err(DomainError::InvalidToken);
         }
-        Ok(Principal {
+        Ok(Principal::User {
             token: verified,
             user,
         })
     }
 
-    /// Whether the token's holder has `role` now, directly or through the hierarchy.
+    /// Whether the holder has `role` now, directly or through the hierarchy.
     pub async fn check_role(&self, token: &str, role: &str) -> DomainResult<(bool, Principal)> {
         super::validation::required("role", role)?;
         let principal = self.validate(token).await?;

@@ -11,8 +11,11 @@ use std::sync::{
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-use super::roles::{RoleCatalog, RoleList};
-use crate::store::UserWithRoles;
+use super::{
+    api_keys::ApiKeyEntry,
+    roles::{RoleCatalog, RoleList},
+};
+use crate::store::{entities::api_key, UserWithRoles};
 
 /// What the hot path needs to know about a user.
 #[derive(Debug)]
@@ -28,6 +31,10 @@ pub struct Views {
     users: DashMap<String, Arc<UserEntry>>,
     /// session id → when it ended (Unix ms).
     ended_sessions: DashMap<String, i64>,
+    /// Live API keys by the SHA-256 of the key.
+    api_keys: DashMap<[u8; 32], Arc<ApiKeyEntry>>,
+    /// Key id → (last use to record, first use ever), drained in batches.
+    api_key_use: DashMap<String, (i64, bool)>,
     /// When the views were last confirmed against the database (Unix ms).
     synced_at_ms: AtomicI64,
 }
@@ -84,6 +91,70 @@ impl Views {
 
     pub fn ended_session_count(&self) -> usize {
         self.ended_sessions.len()
+    }
+
+    pub fn api_key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKeyEntry>> {
+        self.api_keys.get(digest).map(|entry| entry.value().clone())
+    }
+
+    /// Puts a live key in the view (or takes a revoked or expired one out).
+    pub fn put_api_key(&self, row: &api_key::Model, now_ms: i64) {
+        self.api_keys.retain(|_, entry| entry.id != row.id);
+        let live = row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now_ms);
+        let Ok(digest) = hex::decode(&row.secret_hash) else {
+            return;
+        };
+        let Ok(digest) = <[u8; 32]>::try_from(digest) else {
+            return;
+        };
+        if live {
+            let roles = self.catalog.load().effective(&row.role_list());
+            self.api_keys
+                .insert(digest, Arc::new(ApiKeyEntry::new(row, roles)));
+        }
+    }
+
+    pub fn remove_api_key(&self, id: &str) {
+        self.api_keys.retain(|_, entry| entry.id != id);
+    }
+
+    pub fn replace_api_keys(&self, rows: &[api_key::Model], now_ms: i64) {
+        self.api_keys.clear();
+        for row in rows {
+            self.put_api_key(row, now_ms);
+        }
+    }
+
+    pub fn record_api_key_use(&self, id: &str, at_ms: i64, first: bool) {
+        let mut slot = self
+            .api_key_use
+            .entry(id.to_owned())
+            .or_insert((at_ms, first));
+        slot.0 = slot.0.max(at_ms);
+        slot.1 |= first;
+    }
+
+    /// Drains recorded use: (id, when) pairs and the ids used for the first time.
+    pub fn take_api_key_use(&self) -> (Vec<(String, i64)>, Vec<String>) {
+        let ids: Vec<String> = self.api_key_use.iter().map(|e| e.key().clone()).collect();
+        let mut used = Vec::with_capacity(ids.len());
+        let mut first = Vec::new();
+        for id in ids {
+            if let Some((id, (at, is_first))) = self.api_key_use.remove(&id) {
+                if is_first {
+                    first.push(id.clone());
+                }
+                used.push((id, at));
+            }
+        }
+        (used, first)
+    }
+
+    pub fn restore_api_key_use(&self, used: Vec<(String, i64)>, first: Vec<String>) {
+        for (id, at) in used {
+            let is_first = first.contains(&id);
+            self.record_api_key_use(&id, at, is_first);
+        }
     }
 
     pub fn mark_synced(&self, now_ms: i64) {

@@ -30,7 +30,7 @@ impl AdminApi {
             };
         let principal = self.auth.authorize_admin(authorization).await?;
         Ok(Caller {
-            actor: Some(principal.token.user_id.clone()),
+            actor: Some(principal.subject_id().to_owned()),
             peer: super::peer(request),
         })
     }
@@ -120,8 +120,16 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        self.admin(&request).await?;
-        Err(Status::unimplemented("API keys are not available yet"))
+        let caller = self.admin(&request).await?;
+        let r = request.into_inner();
+        let issued = self
+            .auth
+            .create_api_key(&caller, &r.name, r.roles, r.ttl_seconds)
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: issued.secret.into_inner(),
+            key: Some(convert::api_key(issued.key)),
+        }))
     }
 
     async fn list_api_keys(
@@ -129,14 +137,25 @@ impl AdminService for AdminApi {
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         self.admin(&request).await?;
-        Err(Status::unimplemented("API keys are not available yet"))
+        let r = request.into_inner();
+        let (keys, next_page_token) = self.auth.list_api_keys(r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(convert::api_key).collect(),
+            next_page_token,
+        }))
     }
 
     async fn revoke_api_key(
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        self.admin(&request).await?;
-        Err(Status::unimplemented("API keys are not available yet"))
+        let caller = self.admin(&request).await?;
+        let key = self
+            .auth
+            .revoke_api_key(&caller, &request.get_ref().key_id)
+            .await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            key: Some(convert::api_key(key)),
+        }))
     }
 }

@@ -85,17 +85,12 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
         let principal = self.auth.validate(&request.get_ref().token).await?;
         Ok(Response::new(pb::ValidateTokenResponse {
-            user_id: principal.token.user_id.clone(),
-            username: principal.user.username.clone(),
-            roles: principal
-                .user
-                .effective_roles
-                .iter()
-                .map(|r| r.to_string())
-                .collect(),
-            session_id: principal.token.session_id.clone(),
-            expires_at: Some(convert::timestamp_secs(principal.token.expires_at)),
-            issued_at: Some(convert::timestamp_secs(principal.token.issued_at)),
+            user_id: principal.subject_id().to_owned(),
+            username: principal.name().to_owned(),
+            roles: principal.roles().iter().map(|r| r.to_string()).collect(),
+            session_id: principal.session_id().to_owned(),
+            expires_at: principal.expires_at().map(convert::timestamp_secs),
+            issued_at: Some(convert::timestamp_secs(principal.issued_at())),
         }))
     }
 
@@ -107,7 +102,7 @@ impl AuthService for AuthApi {
         let (allowed, principal) = self.auth.check_role(&r.token, &r.role).await?;
         Ok(Response::new(pb::CheckRoleResponse {
             allowed,
-            user_id: principal.token.user_id.clone(),
+            user_id: principal.subject_id().to_owned(),
         }))
     }
 

@@ -3,7 +3,10 @@
 use prost_types::Timestamp;
 
 use super::pb;
-use crate::{domain::accounts::IssuedTokens, store::UserWithRoles};
+use crate::{
+    domain::accounts::IssuedTokens,
+    store::{entities::api_key, UserWithRoles},
+};
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp {
@@ -38,5 +41,19 @@ pub fn token_pair(tokens: IssuedTokens) -> pb::TokenPair {
         token_type: "Bearer".to_owned(),
         expires_in: tokens.expires_in,
         refresh_expires_in: tokens.refresh_expires_in,
+    }
+}
+
+pub fn api_key(row: api_key::Model) -> pb::ApiKey {
+    pb::ApiKey {
+        roles: row.role_list(),
+        id: row.id,
+        name: row.name,
+        prefix: row.prefix,
+        created_at: Some(timestamp_ms(row.created_at)),
+        expires_at: row.expires_at.map(timestamp_ms),
+        last_used_at: row.last_used_at.map(timestamp_ms),
+        revoked: row.revoked_at.is_some(),
+        created_by: row.created_by.unwrap_or_default(),
     }
 }

@@ -115,9 +115,24 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Sqlite => Migrator::up(&self.writer, None)
-                .await
-                .map_err(StoreError::from),
+            Backend::Sqlite => {
+                // sea-orm-migration runs SQLite migrations outside a transaction, so
+                // two processes starting on one file could both apply them. The
+                // writer pool has exactly one connection: BEGIN IMMEDIATE on it
+                // takes the database's write lock (waiting out the busy timeout)
+                // and makes the whole run atomic.
+                self.writer.execute_unprepared("BEGIN IMMEDIATE").await?;
+                match Migrator::up(&self.writer, None).await {
+                    Ok(()) => {
+                        self.writer.execute_unprepared("COMMIT").await?;
+                        Ok(())
+                    }
+                    Err(err) => {
+                        let _ = self.writer.execute_unprepared("ROLLBACK").await;
+                        Err(StoreError::from(err))
+                    }
+                }
+            }
             Backend::Postgres => {
                 // Advisory locks belong to a connection, so take one of our own.
                 let conn = self.dedicated_connection().await?;

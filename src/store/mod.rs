@@ -6,6 +6,7 @@
 
 pub mod entities;
 
+mod api_keys;
 mod audit;
 mod changes;
 mod connect;
@@ -15,6 +16,7 @@ mod login_failures;
 mod sessions;
 mod users;
 
+pub use api_keys::{ApiKeyPage, NewApiKey};
 pub use audit::AuditEvent;
 pub use changes::ChangeKind;
 pub use connect::{Backend, DatabaseSettings};
