@@ -10,6 +10,7 @@ use crate::domain::Auth;
 pub async fn serve(listener: TcpListener, auth: Auth, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/metrics", get(metrics))
         .with_state(auth);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -27,4 +28,22 @@ async fn jwks(State(auth): State<Auth>) -> impl IntoResponse {
         ],
         auth.jwks_json(),
     )
+}
+
+/// Gauges that describe state are sampled here, at scrape time; counters and
+/// histograms are recorded where things happen.
+async fn metrics(State(auth): State<Auth>) -> impl IntoResponse {
+    let Some(handle) = crate::telemetry::metrics() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable".to_owned(),
+        )
+            .into_response();
+    };
+    auth.sample_gauges().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }

@@ -54,6 +54,7 @@ pub async fn run(
         .set_service_status(AUTH_SERVICE, ServingStatus::NotServing)
         .await;
 
+    crate::telemetry::metrics();
     let auth = build(&config).await?;
     let background = CancellationToken::new();
     tokio::spawn(record_api_key_use(auth.clone(), background.clone()));

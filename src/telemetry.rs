@@ -1,7 +1,12 @@
-//! Logs: a tracing subscriber writing text for people or JSON for log pipelines.
+//! Logs and metrics. Logs: a tracing subscriber writing text for people or JSON for
+//! log pipelines. Metrics: the `metrics` facade with a Prometheus recorder, rendered
+//! by the HTTP side at `/metrics`.
 //! `RUST_LOG` overrides the default level (info). Nothing logged here or anywhere
 //! carries a password, token or hash: those live in redacting types.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::config::LogFormat;
@@ -25,4 +30,27 @@ pub fn init(format: LogFormat) {
             )
             .try_init(),
     };
+}
+
+/// Latency buckets in seconds: from a cached ValidateToken to a slow login.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The process-wide Prometheus recorder (the `metrics` macros report to one global
+/// recorder), installed on first use. `None` if another recorder was installed first.
+pub fn metrics() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            metrics::gauge!("authd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Some(handle)
+        })
+        .as_ref()
 }

@@ -70,3 +70,29 @@ impl Auth {
         self.keys.current().jwks_json.clone()
     }
 }
+
+impl Auth {
+    /// Sets the state gauges: hashing pool, memory views, sessions, database pool.
+    pub async fn sample_gauges(&self) {
+        let now_ms = super::unix_now_ms();
+        metrics::gauge!("authd_hash_queue_depth").set(self.hasher.waiting() as f64);
+        metrics::gauge!("authd_hash_in_flight").set(self.hasher.in_flight() as f64);
+        metrics::gauge!("authd_view_staleness_seconds")
+            .set((now_ms - self.views.synced_at_ms()) as f64 / 1000.0);
+        metrics::gauge!("authd_ended_sessions_tracked")
+            .set(self.views.ended_session_count() as f64);
+        metrics::gauge!("authd_token_cache_entries").set(self.tokens.cached() as f64);
+        let (size, idle) = self.store.pool_stats();
+        metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("authd_db_pool_connections", "state" => "in_use")
+            .set((size as usize).saturating_sub(idle) as f64);
+        let live = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.store.count_live_sessions(now_ms),
+        )
+        .await;
+        if let Ok(Ok(live)) = live {
+            metrics::gauge!("authd_live_sessions").set(live as f64);
+        }
+    }
+}

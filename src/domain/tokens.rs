@@ -100,6 +100,11 @@ impl AccessTokens {
         }
     }
 
+    /// Verified tokens held in the cache.
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     /// Signs a token for `user_id` in `session_id`, valid from `now` until `expires_at`
     /// (Unix seconds).
     pub fn issue(

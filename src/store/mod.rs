@@ -46,6 +46,23 @@ impl Store {
         self.reader.ping().await.map_err(StoreError::from)
     }
 
+    /// Connections open and idle in the pool(s): (open, idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self.backend {
+            Backend::Sqlite => {
+                let (r, w) = (
+                    self.reader.get_sqlite_connection_pool(),
+                    self.writer.get_sqlite_connection_pool(),
+                );
+                (r.size() + w.size(), r.num_idle() + w.num_idle())
+            }
+            Backend::Postgres => {
+                let pool = self.reader.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     pub async fn close(self) {
         let _ = self.reader.close().await;
         if self.backend == Backend::Sqlite {

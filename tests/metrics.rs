@@ -1,0 +1,58 @@
+//! Prometheus metrics after real traffic.
+
+mod common;
+
+use authd::grpc::pb;
+use common::{login, register, Backend, TestDb, TestServer};
+
+async fn metrics_count_requests_by_method_and_code_with_latency_histograms(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    login(&mut client, "alice").await;
+    let _ = client
+        .login(pb::LoginRequest {
+            username: "alice".into(),
+            password: "wrong password".into(),
+        })
+        .await;
+
+    let body = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let has = |needle: &str| {
+        body.lines()
+            .any(|line| line.starts_with(needle) || line.contains(needle))
+    };
+    assert!(
+        has(r#"authd_requests_total{method="auth.v1.AuthService/Login",code="OK"}"#),
+        "Login OK counter missing:\n{body}"
+    );
+    assert!(has(
+        r#"authd_requests_total{method="auth.v1.AuthService/Login",code="UNAUTHENTICATED"}"#
+    ));
+    assert!(has(
+        r#"authd_request_duration_seconds_bucket{method="auth.v1.AuthService/Login",le="0.005"}"#
+    ));
+    assert!(has(
+        r#"authd_request_duration_seconds_count{method="auth.v1.AuthService/Login"}"#
+    ));
+    for gauge in [
+        "authd_hash_queue_depth",
+        "authd_hash_wait_seconds_bucket",
+        "authd_live_sessions",
+        "authd_view_staleness_seconds",
+        "authd_db_pool_connections{state=\"idle\"}",
+        "authd_build_info{version=",
+    ] {
+        assert!(has(gauge), "{gauge} missing:\n{body}");
+    }
+}
+
+on_both_databases!(metrics_count_requests_by_method_and_code_with_latency_histograms);
