@@ -97,6 +97,8 @@ pub async fn run(
 
     let http_server = tokio::spawn(http::serve(http_listener, auth.clone(), draining.clone()));
     let grpc_server = Server::builder()
+        // Metadata carries at most a bearer token: refuse absurd header blocks early.
+        .http2_max_header_list_size(grpc::MAX_METADATA_BYTES)
         .layer(ObserveLayer)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -64,10 +64,16 @@ impl KeyRing {
     pub async fn load(&self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         let since = now_ms - self.access_ttl.as_millis() as i64 - 1000;
         let rows = store.published_keys(since).await?;
+        self.install(&rows);
+        Ok(())
+    }
+
+    /// Swaps in the keys of `rows` (oldest first): the newest unretired one signs.
+    pub fn install(&self, rows: &[signing_key::Model]) {
         let mut verifying = HashMap::new();
         let mut active = None;
         let mut public = Vec::new();
-        for row in &rows {
+        for row in rows {
             let Ok(x) = URL_SAFE_NO_PAD.decode(&row.public_key) else {
                 tracing::error!(kid = %row.kid, "signing key has a malformed public key; skipped");
                 continue;
@@ -94,7 +100,6 @@ impl KeyRing {
             verifying,
             jwks_json: jwks(&public),
         }));
-        Ok(())
     }
 
     /// Reloads after meeting an unknown `kid` (a replica may have rotated), at most

@@ -22,5 +22,8 @@ fn peer<T>(request: &tonic::Request<T>) -> Option<String> {
     request.remote_addr().map(|addr| addr.to_string())
 }
 
+/// Request metadata (all headers together) larger than this is refused.
+pub const MAX_METADATA_BYTES: u32 = 16 * 1024;
+
 /// Requests larger than this are refused before they are buffered whole.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
