@@ -73,7 +73,13 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!("rpc", method = %method, code = tracing::field::Empty, latency_ms = tracing::field::Empty);
+        // The hot path's spans are debug-level: at the default level they cost
+        // nothing, and its counters and histograms are still recorded.
+        let span = if is_hot(&method) {
+            tracing::debug_span!("rpc", method = %method, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+        } else {
+            tracing::info_span!("rpc", method = %method, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+        };
         let started = Instant::now();
         let response = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
