@@ -71,6 +71,21 @@ pub enum OpenError {
     Migrate(#[source] StoreError),
 }
 
+async fn probe_postgres(options: &PgConnectOptions, timeout: Duration) -> Result<(), OpenError> {
+    use sqlx::{ConnectOptions, Connection};
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(err)) => Err(OpenError::Connect(err)),
+        Err(_) => Err(OpenError::Connect(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer within AUTHD_DATABASE_TIMEOUT",
+        )))),
+    }
+}
+
 impl Store {
     /// Connects, and applies pending migrations (serialised across replicas).
     pub async fn open(settings: &DatabaseSettings) -> Result<Store, OpenError> {
@@ -95,6 +110,9 @@ impl Store {
                 }
             }
             Options::Postgres(options) => {
+                // One direct attempt first: a pool would report only "timed out",
+                // hiding "connection refused" or "password authentication failed".
+                probe_postgres(&options, settings.connect_timeout).await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.max(2))
                     .acquire_timeout(settings.connect_timeout)

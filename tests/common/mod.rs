@@ -97,9 +97,13 @@ impl TestDb {
 
     /// A direct connection for checks that look at what was stored.
     pub async fn sql(&self) -> sqlx::AnyConnection {
+        Self::sql_at(&self.url).await
+    }
+
+    pub async fn sql_at(url: &str) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        sqlx::AnyConnection::connect(&self.url)
+        sqlx::AnyConnection::connect(url)
             .await
             .expect("connect to test database")
     }
