@@ -47,12 +47,7 @@ pub async fn run(
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(AUTH_SERVICE, ServingStatus::NotServing)
-        .await;
+    set_readiness(&health, ServingStatus::NotServing).await;
 
     crate::telemetry::metrics();
     let auth = build(&config).await?;
@@ -63,35 +58,25 @@ pub async fn run(
             .clone()
             .run(config.change_poll_interval, background.clone()),
     );
+    let draining = CancellationToken::new();
     tokio::spawn(follow_database(
         auth.feed.database_up(),
         health.clone(),
-        background.clone(),
+        draining.clone(),
     ));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let draining = CancellationToken::new();
     let grpc_shutdown = {
         let draining = draining.clone();
         let health = health.clone();
         async move {
             shutdown.await;
             tracing::info!("shutdown requested; draining in-flight calls");
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_service_status(AUTH_SERVICE, ServingStatus::NotServing)
-                .await;
+            // Stop following the database first, so nothing turns readiness back on.
             draining.cancel();
+            set_readiness(&health, ServingStatus::NotServing).await;
         }
     };
 
@@ -177,13 +162,25 @@ async fn follow_database(
         } else {
             ServingStatus::NotServing
         };
-        health.set_service_status("", status).await;
-        health.set_service_status(AUTH_SERVICE, status).await;
+        set_readiness(&health, status).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = up.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Reflection over our services and health, for `grpcurl list` and `describe`.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Readiness: the default service name and AuthService's.
+async fn set_readiness(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(AUTH_SERVICE, status).await;
 }
 
 /// Writes API-key use to the database in batches, off the hot path.
