@@ -100,8 +100,8 @@ async fn create_api_key(args: ApiKeyCreateArgs) -> anyhow::Result<ExitCode> {
     let auth = server::build(&config).await?;
     let ttl_seconds = args.ttl.map_or(0, |ttl| ttl.as_secs().max(1) as i64);
     let caller = crate::domain::audit::Caller {
-        actor: None,
-        peer: Some("cli".into()),
+        actor: Some("cli".into()),
+        peer: None,
     };
     let issued = auth
         .create_api_key(&caller, &args.name, args.roles, ttl_seconds)

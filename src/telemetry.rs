@@ -14,11 +14,15 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Safe to call more than once (later calls are
 /// ignored), which tests rely on.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sea_orm_migration=warn,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sea_orm_migration=warn,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colour only for a person at a terminal, never into files or pipes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(fmt::layer().with_ansi(colour).with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -130,7 +130,7 @@ impl Auth {
             roles,
             created_at: now_ms,
             expires_at: (ttl_seconds > 0).then(|| now_ms + ttl_seconds * 1000),
-            created_by: caller.actor.clone(),
+            created_by: caller.user_id(),
         };
         let key = match self.store.insert_api_key(new).await {
             Ok(key) => key,

@@ -14,11 +14,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn with_actor(&self, actor: &str) -> Caller {
-        Caller {
-            actor: Some(actor.to_owned()),
-            peer: self.peer.clone(),
-        }
+    /// The actor when it is a user (not, say, "cli").
+    pub fn user_id(&self) -> Option<String> {
+        self.actor
+            .as_deref()
+            .filter(|a| uuid::Uuid::parse_str(a).is_ok())
+            .map(str::to_owned)
     }
 }
 

@@ -43,14 +43,36 @@ pub fn decode(token: &str) -> DomainResult<Option<(i64, String)>> {
         return Err(bad());
     };
     let created_at = created_at.parse::<i64>().map_err(|_| bad())?;
-    uuid::Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok(Some((created_at, id.to_owned())))
+    let id = uuid::Uuid::parse_str(id)
+        .map_err(|_| bad())?
+        .hyphenated()
+        .to_string();
+    // Only tokens we issued: the same position spelled another way ("+5", an
+    // upper-case or braced UUID) would start the page somewhere odd.
+    if encode(created_at, &id) != token {
+        return Err(bad());
+    }
+    Ok(Some((created_at, id)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn other_spellings_of_a_position_are_refused() {
+        let id = "6f1c2a0e-1b7d-4c3e-9a55-0d2f3e4a5b6c";
+        assert!(decode(&encode(42, id)).is_ok());
+        for raw in [
+            format!("v1:+42:{id}"),
+            format!("v1:042:{id}"),
+            format!("v1:42:{}", id.to_uppercase()),
+            format!("v1:42:{{{id}}}"),
+        ] {
+            assert!(decode(&URL_SAFE_NO_PAD.encode(raw)).is_err());
+        }
+    }
 
     #[test]
     fn page_sizes() {

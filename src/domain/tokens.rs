@@ -182,3 +182,215 @@ impl AccessTokens {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Token parsing is the front door of `ValidateToken`: whatever string a caller
+    //! sends must come back as a rejection, never a panic, and only the genuine,
+    //! untouched token may verify.
+
+    use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use proptest::{prelude::*, sample::Index};
+
+    /// Characters a JWT is made of, and so the likeliest to survive a first glance.
+    const JWT_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+
+    struct Fixture {
+        tokens: AccessTokens,
+        keys: KeyRing,
+        genuine: String,
+        now: i64,
+    }
+
+    /// One signing key and one genuine token. jsonwebtoken checks `exp` and `nbf`
+    /// against the wall clock, so the token is issued for the real now.
+    fn fixture() -> Fixture {
+        let now = unix_now_secs();
+        let tokens = AccessTokens::new("authd", "authd", 1000);
+        let keys = KeyRing::new(Duration::from_secs(900));
+        keys.install(&[crate::domain::keys::generate(now * 1000).expect("key")]);
+        let genuine = tokens
+            .issue(
+                &keys,
+                "user-1",
+                "session-1",
+                vec!["admin".to_owned()],
+                now,
+                now + 600,
+            )
+            .expect("issue");
+        Fixture {
+            tokens,
+            keys,
+            genuine,
+            now,
+        }
+    }
+
+    impl Fixture {
+        fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Rejection> {
+            self.tokens.verify(&self.keys, token, self.now)
+        }
+
+        fn segments(&self) -> Vec<&str> {
+            self.genuine.split('.').collect()
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn the_untouched_genuine_token_verifies() {
+        let f = fixture();
+        let verified = f.verify(&f.genuine).expect("genuine token verifies");
+        assert_eq!(verified.user_id, "user-1");
+        assert_eq!(verified.session_id, "session-1");
+        // Twice: the second answer comes from the cache.
+        assert!(f.verify(&f.genuine).is_ok());
+    }
+
+    #[test]
+    fn an_oversized_token_is_refused_before_parsing() {
+        let f = fixture();
+        let padded = format!("{}{}", f.genuine, "A".repeat(MAX_TOKEN_BYTES));
+        assert_eq!(f.verify(&padded).err(), Some(Rejection::Invalid));
+    }
+
+    /// Exhaustive where the property test samples: base64url's last character of a
+    /// segment carries spare bits, so this is where a lenient decoder would let a
+    /// changed token through.
+    #[test]
+    fn every_one_character_change_of_a_genuine_token_is_refused() {
+        let f = fixture();
+        for (i, original) in f.genuine.char_indices() {
+            for replacement in JWT_ALPHABET.chars().filter(|&c| c != original) {
+                let mut token = f.genuine.clone();
+                token.replace_range(i..i + 1, replacement.encode_utf8(&mut [0; 4]));
+                assert!(
+                    f.verify(&token).is_err(),
+                    "verified with {replacement:?} at {i}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_refused(token in any::<String>()) {
+            let f = fixture();
+            prop_assert!(f.verify(&token).is_err());
+        }
+
+        #[test]
+        fn any_bytes_read_as_text_are_refused(bytes in any::<Vec<u8>>()) {
+            let f = fixture();
+            prop_assert!(f.verify(&String::from_utf8_lossy(&bytes)).is_err());
+        }
+
+        #[test]
+        fn jwt_shaped_garbage_is_refused(
+            segments in prop::collection::vec("[A-Za-z0-9_-]{0,96}", 1..5),
+        ) {
+            let f = fixture();
+            prop_assert!(f.verify(&segments.join(".")).is_err());
+        }
+
+        #[test]
+        fn encoded_garbage_in_three_segments_is_refused(
+            header in any::<Vec<u8>>(),
+            claims in any::<Vec<u8>>(),
+            signature in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let f = fixture();
+            let token = format!("{}.{}.{}", b64(&header), b64(&claims), b64(&signature));
+            prop_assert!(f.verify(&token).is_err());
+        }
+
+        /// The real header (known kid, right alg and typ) gets past the header checks,
+        /// so the garbage reaches the signature check (jsonwebtoken parses the claims
+        /// only after the signature holds).
+        #[test]
+        fn forged_claims_under_the_real_header_are_refused(
+            claims in any::<Vec<u8>>(),
+            signature in prop::collection::vec(any::<u8>(), 64),
+        ) {
+            let f = fixture();
+            let header = f.segments()[0].to_owned();
+            let token = format!("{header}.{}.{}", b64(&claims), b64(&signature));
+            prop_assert!(f.verify(&token).is_err());
+        }
+
+        #[test]
+        fn a_genuine_token_with_another_signature_is_refused(
+            signature in prop::collection::vec(any::<u8>(), 64),
+        ) {
+            let f = fixture();
+            let s = f.segments();
+            let token = format!("{}.{}.{}", s[0], s[1], b64(&signature));
+            prop_assert!(f.verify(&token).is_err());
+        }
+
+        #[test]
+        fn a_genuine_token_with_one_character_changed_is_refused(
+            at in any::<Index>(),
+            pick in any::<Index>(),
+        ) {
+            let f = fixture();
+            let mut chars: Vec<char> = f.genuine.chars().collect();
+            let alphabet: Vec<char> = JWT_ALPHABET.chars().collect();
+            let i = at.index(chars.len());
+            let j = pick.index(alphabet.len());
+            // Never "change" a character into itself.
+            let replacement = if alphabet[j] == chars[i] { alphabet[(j + 1) % alphabet.len()] } else { alphabet[j] };
+            chars[i] = replacement;
+            let token: String = chars.into_iter().collect();
+            prop_assert!(f.verify(&token).is_err(), "verified with {:?} at {}", replacement, i);
+        }
+
+        #[test]
+        fn a_genuine_token_with_any_character_changed_is_refused(
+            at in any::<Index>(),
+            replacement in any::<char>(),
+        ) {
+            let f = fixture();
+            let mut chars: Vec<char> = f.genuine.chars().collect();
+            let i = at.index(chars.len());
+            prop_assume!(chars[i] != replacement);
+            chars[i] = replacement;
+            let token: String = chars.into_iter().collect();
+            prop_assert!(f.verify(&token).is_err());
+        }
+
+        #[test]
+        fn a_truncated_genuine_token_is_refused(keep in any::<Index>()) {
+            let f = fixture();
+            // The token is ASCII, so any byte length is a char boundary.
+            let token = &f.genuine[..keep.index(f.genuine.len())];
+            prop_assert!(f.verify(token).is_err());
+        }
+
+        #[test]
+        fn a_genuine_token_with_extra_text_is_refused(extra in "[A-Za-z0-9_.=-]{1,16}") {
+            let f = fixture();
+            let appended = format!("{}{}", f.genuine, extra);
+            let prepended = format!("{}{}", extra, f.genuine);
+            prop_assert!(f.verify(&appended).is_err());
+            prop_assert!(f.verify(&prepended).is_err());
+        }
+
+        /// Segments reordered, repeated or dropped: every arrangement but the original.
+        #[test]
+        fn a_genuine_token_with_its_segments_rearranged_is_refused(
+            order in prop::collection::vec(0usize..3, 1..5),
+        ) {
+            prop_assume!(order != [0, 1, 2]);
+            let f = fixture();
+            let s = f.segments();
+            let token = order.iter().map(|&k| s[k]).collect::<Vec<_>>().join(".");
+            prop_assert!(f.verify(&token).is_err(), "verified with order {:?}", order);
+        }
+    }
+}

@@ -98,7 +98,7 @@ where
             };
             let code = code_name(code);
             span.record("code", code);
-            span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+            span.record("latency_ms", latency.as_micros() as f64 / 1000.0);
             metrics::counter!("authd_requests_total", "method" => method.clone(), "code" => code)
                 .increment(1);
             metrics::histogram!("authd_request_duration_seconds", "method" => method.clone())
@@ -109,7 +109,7 @@ where
                 } else {
                     tracing::info!(
                         code,
-                        latency_ms = latency.as_secs_f64() * 1000.0,
+                        latency_ms = latency.as_micros() as f64 / 1000.0,
                         "rpc finished"
                     );
                 }

@@ -2,8 +2,7 @@
 //! batched `last_used_at` updates.
 
 use sea_orm::{
-    sea_query::Expr, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    sea_query::Expr, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::{
@@ -46,7 +45,7 @@ fn live(now_ms: i64) -> Condition {
 impl Store {
     /// Inserts a key; `Conflict` when a live key already has the name.
     pub async fn insert_api_key(&self, new: NewApiKey) -> Result<api_key::Model, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         changes::serialize(&txn, self.backend, API_KEY_NAME_LOCK).await?;
         let taken = api_key::Entity::find()
             .filter(api_key::Column::Name.eq(&new.name))
@@ -141,7 +140,7 @@ impl Store {
         id: &str,
         now_ms: i64,
     ) -> Result<Option<api_key::Model>, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let revoked = api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Expr::value(now_ms))
             .filter(api_key::Column::Id.eq(id))

@@ -86,9 +86,44 @@ async fn probe_postgres(options: &PgConnectOptions, timeout: Duration) -> Result
     }
 }
 
+impl OpenError {
+    fn is_sqlite_busy(&self) -> bool {
+        let busy = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")));
+        match self {
+            OpenError::Connect(e) => busy(e),
+            OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Exec(
+                sea_orm::RuntimeErr::SqlxError(e),
+            )))
+            | OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Query(
+                sea_orm::RuntimeErr::SqlxError(e),
+            )))
+            | OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Conn(
+                sea_orm::RuntimeErr::SqlxError(e),
+            ))) => busy(e),
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     /// Connects, and applies pending migrations (serialised across replicas).
+    ///
+    /// Processes that open a new SQLite file at the same moment can find it locked
+    /// while another switches it to WAL or migrates it: that is retried for a while.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store, OpenError> {
+        let mut attempts = 0;
+        loop {
+            match Self::open_once(settings).await {
+                Err(err) if err.is_sqlite_busy() && attempts < 40 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn open_once(settings: &DatabaseSettings) -> Result<Store, OpenError> {
         let store = match parse(&settings.url)? {
             Options::Sqlite(options) => {
                 let writer = SqlitePoolOptions::new()

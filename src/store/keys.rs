@@ -2,7 +2,6 @@
 
 use sea_orm::{
     sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 
 use super::{
@@ -33,7 +32,7 @@ impl Store {
 
     /// Inserts `key` unless an active key exists already; answers whether it did.
     pub async fn insert_first_key(&self, key: signing_key::Model) -> Result<bool, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         changes::serialize(&txn, self.backend, FIRST_KEY_LOCK).await?;
         let active = signing_key::Entity::find()
             .filter(signing_key::Column::RetiredAt.is_null())
@@ -61,7 +60,7 @@ impl Store {
 
     /// Makes `key` the active key and retires the others as of now.
     pub async fn rotate_key(&self, key: signing_key::Model) -> Result<(), StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let now_ms = key.created_at;
         let kid = key.kid.clone();
         signing_key::Entity::update_many()

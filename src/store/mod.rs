@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use sessions::{NewSession, RefreshSpend, SessionEnd};
 pub use users::{NewUser, UserPage, UserWithRoles};
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 /// Handles to the database. On SQLite all writes go through a one-connection pool
 /// so that writers queue in-process instead of failing with `SQLITE_BUSY`; on
@@ -39,6 +39,19 @@ pub struct Store {
 impl Store {
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (a
+    /// no-op UPDATE as its first statement): a transaction that reads first and
+    /// writes later fails at once with SQLITE_BUSY when another process wrote in
+    /// between, while one that starts by writing waits out the busy timeout.
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
+        let txn = self.writer.begin().await?;
+        if self.backend == Backend::Sqlite {
+            txn.execute_unprepared("UPDATE changes SET kind = kind WHERE seq < 0")
+                .await?;
+        }
+        Ok(txn)
     }
 
     /// A cheap round trip, for readiness.

@@ -3,7 +3,7 @@
 
 use sea_orm::{
     sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 
 use super::{
@@ -47,7 +47,7 @@ pub struct SessionEnd {
 
 impl Store {
     pub async fn insert_session(&self, new: NewSession) -> Result<(), StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         session::Entity::insert(session::ActiveModel {
             id: Set(new.id.clone()),
             user_id: Set(new.user_id),
@@ -81,7 +81,7 @@ impl Store {
         new_expires_at: i64,
         now_ms: i64,
     ) -> Result<(RefreshSpend, i64), StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let spent = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::SpentAt, Expr::value(now_ms))
             .filter(refresh_token::Column::TokenHash.eq(old_hash))
@@ -143,7 +143,7 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<Option<SessionEnd>, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let Some(token) = refresh_token::Entity::find_by_id(hash).one(&txn).await? else {
             return Ok(None);
         };
@@ -178,7 +178,7 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let ended = end_user_sessions(&txn, user_id, reason, now_ms).await?;
         if ended > 0 {
             changes::append(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::{
     sea_query::{Expr, OnConflict},
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 
 use super::{
@@ -44,7 +44,7 @@ impl Store {
     /// Inserts a user and its roles. `Conflict` when the username or email is taken
     /// (the unique indexes decide, so concurrent registrations have one winner).
     pub async fn insert_user(&self, new: NewUser) -> Result<(), StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         user::Entity::insert(user::ActiveModel {
             id: Set(new.id.clone()),
             username_lc: Set(new.username.to_lowercase()),
@@ -241,7 +241,7 @@ impl Store {
         role: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         let inserted = user_role::Entity::insert(user_role::ActiveModel {
             user_id: Set(user_id.to_owned()),
             role: Set(role.to_owned()),
@@ -271,7 +271,7 @@ impl Store {
         guarded_role: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
         let deleted = user_role::Entity::delete_many()
             .filter(user_role::Column::UserId.eq(user_id))
@@ -301,7 +301,7 @@ impl Store {
         guarded_role: &str,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let txn = self.writer.begin().await?;
+        let txn = self.begin_write().await?;
         changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
         user::Entity::update_many()
             .col_expr(user::Column::Active, Expr::value(active))
