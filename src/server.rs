@@ -8,9 +8,8 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -96,7 +95,11 @@ pub async fn run(
             AdminServiceServer::new(AdminApi::new(auth.clone()))
                 .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown);
+        // Small unary replies must not wait for Nagle and a delayed ACK (a 40 ms tail).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            grpc_shutdown,
+        );
     tracing::info!("authd serving");
 
     let grace = config.shutdown_grace;
