@@ -1,0 +1,188 @@
+//! The command line. Every option has a default that gives a meaningful run on the
+//! 2-core reference machine; BENCHMARKS.md shows the exact lines used for the figures.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authd-bench",
+    version,
+    about = "Load generator for authd",
+    long_about = "Load generator for authd. Starts `authd serve` on a fresh SQLite database \
+                  (or the PostgreSQL database of --database-url), pinned to --server-cpus, \
+                  or targets --addr; creates the users and tokens it needs through the API; \
+                  drives each scenario after a warm-up and prints throughput, latency \
+                  percentiles and errors by status code."
+)]
+pub struct Options {
+    /// Scenarios to run one after another against the same server (comma-separated).
+    /// Ratios (validate/health, check-role/health, login/hash) are printed when both
+    /// sides ran in the same invocation.
+    #[arg(
+        long,
+        short,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health"
+    )]
+    pub scenario: Vec<Scenario>,
+
+    /// Requests in flight at once (closed loop: one worker per request in flight). In
+    /// `mixed`, the login storm's workers.
+    #[arg(long, short, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// HTTP/2 connections; requests go to them round-robin.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub connections: u32,
+
+    /// How long each scenario is measured (humantime: 10s, 1m).
+    #[arg(long, short, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Load before the measurement starts, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Distinct live access tokens for `validate`, `check-role` and `mixed`, created by
+    /// that many logins spread over up to 20 users.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tokens: u32,
+
+    /// The role asked for in `check-role` (registered users hold `user`).
+    #[arg(long, default_value = "user")]
+    pub role: String,
+
+    /// Open loop: start this many calls per second whatever the latency, with at most
+    /// --concurrency in flight. In `mixed`, the fixed rate of the validate stream
+    /// (default 1000/s there).
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// After each closed-loop `health`, `validate` or `check-role` run, run it again
+    /// open-loop at half the rate just measured, with up to 256 in flight (the issue's
+    /// "p99 at half the maximum rate").
+    #[arg(long)]
+    pub half_rate: bool,
+
+    /// A call that takes longer than this counts as CLIENT_TIMEOUT.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Target a running server instead of starting one (127.0.0.1 or ::1 only).
+    #[arg(long, conflicts_with_all = ["database_url", "authd_bin"])]
+    pub addr: Option<SocketAddr>,
+
+    /// The database of the server it starts. Default: a fresh SQLite file in a
+    /// temporary directory. A PostgreSQL database should be empty (create one for the
+    /// run and drop it afterwards).
+    #[arg(long)]
+    pub database_url: Option<String>,
+
+    /// The `authd` binary to start. Default: `authd` beside this binary (so
+    /// `cargo build --release -p authd -p authd-bench` provides both).
+    #[arg(long)]
+    pub authd_bin: Option<PathBuf>,
+
+    /// Extra environment for the server it starts, KEY=VALUE (repeatable), for
+    /// example AUTHD_HASH_WORKERS=2.
+    #[arg(long = "server-env", value_parser = parse_key_value)]
+    pub server_env: Vec<(String, String)>,
+
+    /// CPUs the server is pinned to (`taskset -c` list).
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+
+    /// CPUs the load generator is pinned to.
+    #[arg(long, default_value = "1")]
+    pub load_cpus: String,
+
+    /// Pin nothing.
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// argon2id verifications that run at once in `hash`. Default: the server's pool
+    /// size, i.e. one per server CPU when pinned, else one per core.
+    #[arg(long)]
+    pub hash_workers: Option<usize>,
+
+    /// Server starts measured by `startup` (each on the same, already migrated
+    /// database).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub starts: u32,
+
+    /// Exit non-zero when any call failed (for the CI smoke test; no timing is checked).
+    #[arg(long)]
+    pub fail_on_error: bool,
+
+    /// Also print the report as one JSON document after the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Scenario {
+    /// grpc.health.v1 Check: the trivial-RPC baseline.
+    Health,
+    /// ValidateToken over --tokens distinct live tokens.
+    Validate,
+    /// CheckRole(--role) over --tokens distinct live tokens.
+    CheckRole,
+    /// Login (a new session each time) round-robin over 20 users.
+    Login,
+    /// Each worker refreshes its own session, spending each new refresh token in turn.
+    Refresh,
+    /// Register a new account per call.
+    Register,
+    /// ValidateToken at --rate while a login storm of --concurrency saturates the
+    /// hashing pool; the two are reported separately.
+    Mixed,
+    /// argon2id verify in-process with the server's parameters and pool size: the
+    /// ceiling for `login`.
+    Hash,
+    /// Restart the server --starts times on its migrated database: start to SERVING
+    /// and idle RSS (only when it starts the server).
+    Startup,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Health => "health",
+            Scenario::Validate => "validate",
+            Scenario::CheckRole => "check-role",
+            Scenario::Login => "login",
+            Scenario::Refresh => "refresh",
+            Scenario::Register => "register",
+            Scenario::Mixed => "mixed",
+            Scenario::Hash => "hash",
+            Scenario::Startup => "startup",
+        }
+    }
+
+    /// Needs the pool of access tokens made at setup.
+    pub fn needs_tokens(self) -> bool {
+        matches!(
+            self,
+            Scenario::Validate | Scenario::CheckRole | Scenario::Mixed
+        )
+    }
+
+    /// Talks to the server at all.
+    pub fn needs_server(self) -> bool {
+        self != Scenario::Hash
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+fn parse_key_value(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())
+}

@@ -1,0 +1,140 @@
+//! What the scenarios need, made through the public API as any client would: users
+//! (Register) and live sessions and access tokens (Login). Each login costs an
+//! argon2id verification on the server, so tokens are made by a few users logging in
+//! many times, several at once.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, Context as _};
+use authd::grpc::pb::{
+    auth_service_client::AuthServiceClient, LoginRequest, RegisterRequest, TokenPair,
+};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+pub const PASSWORD: &str = "bench password, not a secret";
+
+/// At most this many users carry the logins that make tokens.
+pub const TOKEN_USERS: usize = 20;
+/// Setup calls in flight at once (enough to keep a hashing pool of a few busy).
+const SETUP_PARALLELISM: usize = 8;
+
+/// A prefix that makes this run's usernames unique on a reused database.
+pub fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}",
+        (nanos ^ u128::from(std::process::id())) & 0xff_ffff_ffff
+    )
+}
+
+/// A username that passes the server's rules (3-32 of A-Z a-z 0-9 . _ -).
+pub fn username(run: &str, kind: &str, worker: usize, n: u64) -> String {
+    format!("b{run}{kind}{worker}.{n}")
+}
+
+pub fn register_request(username: &str) -> RegisterRequest {
+    RegisterRequest {
+        username: username.to_owned(),
+        email: format!("{username}@bench.example"),
+        password: PASSWORD.to_owned(),
+        full_name: String::new(),
+    }
+}
+
+pub fn login_request(username: &str) -> LoginRequest {
+    LoginRequest {
+        username: username.to_owned(),
+        password: PASSWORD.to_owned(),
+    }
+}
+
+/// Registers users number `from` to `to` (exclusive) and returns their usernames.
+pub async fn register_users(
+    clients: &[AuthServiceClient<Channel>],
+    run: &str,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = (from..to).map(|i| username(run, "u", i, 0)).collect();
+    let requests: Vec<RegisterRequest> = names.iter().map(|n| register_request(n)).collect();
+    in_parallel(clients, requests, |mut client, request| async move {
+        client
+            .register(request)
+            .await
+            .map(|_| ())
+            .map_err(|s| anyhow!("Register: {s}"))
+    })
+    .await?;
+    Ok(names)
+}
+
+/// `count` logins spread round-robin over `users`: that many live sessions.
+pub async fn log_in(
+    clients: &[AuthServiceClient<Channel>],
+    users: &[String],
+    count: usize,
+) -> anyhow::Result<Vec<TokenPair>> {
+    let requests: Vec<LoginRequest> = (0..count)
+        .map(|i| login_request(&users[i % users.len()]))
+        .collect();
+    in_parallel(clients, requests, |mut client, request| async move {
+        client
+            .login(request)
+            .await
+            .map_err(|s| anyhow!("Login: {s}"))?
+            .into_inner()
+            .tokens
+            .ok_or_else(|| anyhow!("Login answered without tokens"))
+    })
+    .await
+}
+
+/// Runs `call` on every request, a few at a time over the connections, in order.
+async fn in_parallel<Req, Out, Fut>(
+    clients: &[AuthServiceClient<Channel>],
+    requests: Vec<Req>,
+    call: impl Fn(AuthServiceClient<Channel>, Req) -> Fut + Send + Sync + 'static,
+) -> anyhow::Result<Vec<Out>>
+where
+    Req: Send + 'static,
+    Out: Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Out>> + Send + 'static,
+{
+    let total = requests.len();
+    let queue = Arc::new(std::sync::Mutex::new(
+        requests.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let call = Arc::new(call);
+    let next_client = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..SETUP_PARALLELISM.min(total) {
+        let (queue, call, next_client) = (queue.clone(), call.clone(), next_client.clone());
+        let clients = clients.to_vec();
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let Some((index, request)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    return Ok::<_, anyhow::Error>(done);
+                };
+                let client =
+                    clients[next_client.fetch_add(1, Ordering::Relaxed) % clients.len()].clone();
+                done.push((index, call(client, request).await?));
+            }
+        });
+    }
+    let mut results = Vec::with_capacity(total);
+    while let Some(joined) = tasks.join_next().await {
+        results.extend(joined.context("setup task")??);
+    }
+    results.sort_by_key(|(index, _)| *index);
+    Ok(results.into_iter().map(|(_, out)| out).collect())
+}

@@ -1,0 +1,65 @@
+//! `authd-bench`: parse the options, pin this process to the load CPUs, run the
+//! scenarios on a runtime sized to those CPUs, print the report.
+//!
+//! Build both binaries first: `cargo build --release -p authd -p authd-bench`.
+
+mod affinity;
+mod calls;
+mod cli;
+mod fixtures;
+mod hash;
+mod load;
+mod report;
+mod run;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let options = cli::Options::parse();
+    match bench(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("authd-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(options: cli::Options) -> anyhow::Result<()> {
+    let starts_server = options.addr.is_none();
+    let pinning = affinity::Pinning::decide(
+        &options.server_cpus,
+        &options.load_cpus,
+        options.no_pin,
+        starts_server,
+    )?;
+    if let Some(note) = &pinning.note {
+        eprintln!("authd-bench: {note}");
+    }
+    // Threads started from here on (the runtime's) inherit the mask.
+    if let Some(cpus) = &pinning.load {
+        affinity::pin_current_thread(cpus)?;
+    }
+    let workers = pinning.load.as_ref().map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Vec::len,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    let (json, fail_on_error) = (options.json, options.fail_on_error);
+    let report = runtime.block_on(run::run(options, pinning))?;
+    report.print_table();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let failed: u64 = report.results.iter().flat_map(|r| r.errors.values()).sum();
+    if fail_on_error && failed > 0 {
+        anyhow::bail!("{failed} calls failed");
+    }
+    Ok(())
+}
