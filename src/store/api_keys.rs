@@ -116,16 +116,12 @@ impl Store {
             .order_by_asc(api_key::Column::CreatedAt)
             .order_by_asc(api_key::Column::Id)
             .limit(limit + 1);
-        if let Some((created_at, id)) = after {
-            query = query.filter(
-                Condition::any()
-                    .add(api_key::Column::CreatedAt.gt(created_at))
-                    .add(
-                        Condition::all()
-                            .add(api_key::Column::CreatedAt.eq(created_at))
-                            .add(api_key::Column::Id.gt(id)),
-                    ),
-            );
+        if let Some(after) = after {
+            query = query.filter(super::paging::after(
+                api_key::Column::CreatedAt,
+                api_key::Column::Id,
+                after,
+            ));
         }
         let mut keys = query.all(&self.reader).await?;
         let has_more = keys.len() as u64 > limit;

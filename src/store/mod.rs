@@ -13,6 +13,7 @@ mod connect;
 mod error;
 mod keys;
 mod login_failures;
+mod paging;
 mod sessions;
 mod users;
 

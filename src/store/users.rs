@@ -200,16 +200,12 @@ impl Store {
             .order_by_asc(user::Column::CreatedAt)
             .order_by_asc(user::Column::Id)
             .limit(limit + 1);
-        if let Some((created_at, id)) = after {
-            query = query.filter(
-                Condition::any()
-                    .add(user::Column::CreatedAt.gt(created_at))
-                    .add(
-                        Condition::all()
-                            .add(user::Column::CreatedAt.eq(created_at))
-                            .add(user::Column::Id.gt(id)),
-                    ),
-            );
+        if let Some(after) = after {
+            query = query.filter(super::paging::after(
+                user::Column::CreatedAt,
+                user::Column::Id,
+                after,
+            ));
         }
         let mut users = query.all(&self.reader).await?;
         let has_more = users.len() as u64 > limit;
