@@ -393,7 +393,8 @@ async fn assigned_roles_apply_at_once_to_tokens_issued_before(backend: Backend) 
         return;
     };
     let alice = register(&mut f.auth, "alice").await;
-    let token = login(&mut f.auth, "alice").await.access_token;
+    let pair = login(&mut f.auth, "alice").await;
+    let token = pair.access_token;
     assert_eq!(check_role(&mut f.auth, &token, "editor").await, Ok(false));
     assert_eq!(
         effective_roles(&mut f.auth, &token).await,
@@ -413,6 +414,14 @@ async fn assigned_roles_apply_at_once_to_tokens_issued_before(backend: Backend) 
     assert_eq!(
         effective_roles(&mut f.auth, &token).await,
         ["viewer", "user", "editor"]
+    );
+    // A token issued by Refresh after the grant carries the roles of now.
+    let refreshed = refresh(&mut f.auth, &pair.refresh_token)
+        .await
+        .expect("refresh");
+    assert_eq!(
+        common::token_claims(&refreshed.access_token)["roles"],
+        serde_json::json!(["viewer", "user", "editor"])
     );
 
     // Idempotent: granting again changes nothing.

@@ -30,11 +30,10 @@ async fn logout(client: &mut Client, token: &str) -> Result<(), tonic::Status> {
 }
 
 fn jti(token: &str) -> String {
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-    let payload = token.split('.').nth(1).expect("payload");
-    let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
-    claims["jti"].as_str().expect("jti").to_owned()
+    common::token_claims(token)["jti"]
+        .as_str()
+        .expect("jti")
+        .to_owned()
 }
 
 async fn refresh_rotates_both_tokens_and_keeps_the_session(backend: Backend) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{
     audit::Caller,
     error::{DomainError, DomainResult},
+    roles::RoleList,
     secrets::{random_token, sha256_hex, Password, Secret},
     service::Auth,
     unix_now_ms, validation,
@@ -33,6 +34,14 @@ pub struct IssuedTokens {
     pub refresh_token: Secret,
     pub expires_in: i64,
     pub refresh_expires_in: i64,
+}
+
+/// A session's refresh token, handed out with a new access token.
+pub(super) struct SessionRefresh<'a> {
+    pub session_id: &'a str,
+    pub session_expires_at_ms: i64,
+    pub refresh: Secret,
+    pub refresh_expires_at_ms: i64,
 }
 
 impl Auth {
@@ -260,45 +269,40 @@ impl Auth {
             })
             .await?;
         self.issue_pair(
-            user,
-            &session_id,
-            session_expires_at,
-            refresh,
-            refresh_expires_at,
+            &user.user.id,
+            &self.views.catalog().effective(&user.roles),
+            SessionRefresh {
+                session_id: &session_id,
+                session_expires_at_ms: session_expires_at,
+                refresh,
+                refresh_expires_at_ms: refresh_expires_at,
+            },
             now_ms,
         )
     }
 
-    /// Signs an access token (capped at the session's end) to go with `refresh`.
+    /// Signs an access token for `user_id` (capped at the session's end) to go with
+    /// the session's new refresh token.
     pub(super) fn issue_pair(
         &self,
-        user: &UserWithRoles,
-        session_id: &str,
-        session_expires_at_ms: i64,
-        refresh: Secret,
-        refresh_expires_at_ms: i64,
+        user_id: &str,
+        effective_roles: &RoleList,
+        session: SessionRefresh<'_>,
         now_ms: i64,
     ) -> DomainResult<IssuedTokens> {
+        let SessionRefresh {
+            session_id,
+            session_expires_at_ms,
+            refresh,
+            refresh_expires_at_ms,
+        } = session;
         let now = now_ms / 1000;
         let expires_at =
             (now + self.settings.access_ttl.as_secs() as i64).min(session_expires_at_ms / 1000);
-        let roles = self
-            .views
-            .catalog()
-            .effective(&user.roles)
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
+        let roles = effective_roles.iter().map(|r| r.to_string()).collect();
         let access = self
             .tokens
-            .issue(
-                &self.keys,
-                &user.user.id,
-                session_id,
-                roles,
-                now,
-                expires_at,
-            )
+            .issue(&self.keys, user_id, session_id, roles, now, expires_at)
             .map_err(DomainError::internal)?;
         Ok(IssuedTokens {
             access_token: Secret::new(access),

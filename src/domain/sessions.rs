@@ -2,7 +2,7 @@
 //! ending every session of a user.
 
 use super::{
-    accounts::IssuedTokens,
+    accounts::{IssuedTokens, SessionRefresh},
     audit::Caller,
     error::{DomainError, DomainResult},
     secrets::{random_token, sha256_hex, Secret},
@@ -30,7 +30,7 @@ impl Auth {
         let now_ms = unix_now_ms();
         let next = Secret::new(random_token(32));
         let next_expires_at = now_ms + self.settings.refresh_ttl.as_millis() as i64;
-        let (spend, refresh_expires_at) = self
+        let spend = self
             .store
             .rotate_refresh(
                 &sha256_hex(refresh.expose()),
@@ -39,8 +39,8 @@ impl Auth {
                 now_ms,
             )
             .await?;
-        let session = match spend {
-            RefreshSpend::Rotated { session } => session,
+        let rotated = match spend {
+            RefreshSpend::Rotated(rotated) => rotated,
             RefreshSpend::Reused {
                 session_id,
                 user_id,
@@ -62,20 +62,29 @@ impl Auth {
             }
             RefreshSpend::Invalid => return Err(DomainError::InvalidRefreshToken),
         };
-        let user = self
-            .store
-            .find_user(&session.user_id)
-            .await?
-            .ok_or(DomainError::InvalidRefreshToken)?;
-        if !user.user.active {
+        // The user comes from the view the hot path keeps fresh: deactivation ends
+        // the user's sessions in the same transaction, so the spend above already
+        // refused a deactivated user's token; roles may be as stale as the view.
+        let user = match self.views.user(&rotated.user_id) {
+            Some(user) => user,
+            None => self
+                .feed
+                .load_user(&rotated.user_id)
+                .await?
+                .ok_or(DomainError::InvalidRefreshToken)?,
+        };
+        if !user.active {
             return Err(DomainError::InvalidRefreshToken);
         }
         self.issue_pair(
-            &user,
-            &session.id,
-            session.expires_at,
-            next,
-            refresh_expires_at,
+            &rotated.user_id,
+            &user.effective_roles,
+            SessionRefresh {
+                session_id: &rotated.session_id,
+                session_expires_at_ms: rotated.session_expires_at,
+                refresh: next,
+                refresh_expires_at_ms: rotated.refresh_expires_at,
+            },
             now_ms,
         )
     }

@@ -2,14 +2,14 @@
 //! and ending them.
 
 use sea_orm::{
-    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, Set,
+    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, QueryTrait, Set, Statement,
 };
 
 use super::{
     changes::{self, ChangeKind},
     entities::{refresh_token, session},
-    Store, StoreError,
+    Backend, Store, StoreError,
 };
 
 /// A session to start, with its first refresh token (already hashed).
@@ -27,7 +27,7 @@ pub struct NewSession {
 #[derive(Debug)]
 pub enum RefreshSpend {
     /// This call spent the token; the new one is stored. The session is live.
-    Rotated { session: session::Model },
+    Rotated(Rotated),
     /// The token had been spent before: theft is assumed and the session is ended.
     Reused {
         session_id: String,
@@ -36,6 +36,16 @@ pub enum RefreshSpend {
     },
     /// Unknown or expired token, or its session has ended or expired.
     Invalid,
+}
+
+/// A refresh token spent and replaced: the session it belongs to, and when the
+/// new refresh token expires (capped at the session's end).
+#[derive(Debug)]
+pub struct Rotated {
+    pub session_id: String,
+    pub user_id: String,
+    pub session_expires_at: i64,
+    pub refresh_expires_at: i64,
 }
 
 /// A session ended by logout.
@@ -73,66 +83,168 @@ impl Store {
     /// Spends the refresh token `old_hash` and stores `new_hash` in its place.
     ///
     /// The spend is one conditional update, so of concurrent calls exactly one wins.
-    /// `new_expires_at` is capped by the session's absolute expiry here.
+    /// `new_expires_at` is capped by the session's absolute expiry here. Refresh is
+    /// the busiest write, so the common case is one statement on PostgreSQL (one
+    /// round trip and its commit); only a failed spend pays for telling reuse apart.
     pub async fn rotate_refresh(
         &self,
         old_hash: &str,
         new_hash: &str,
         new_expires_at: i64,
         now_ms: i64,
-    ) -> Result<(RefreshSpend, i64), StoreError> {
+    ) -> Result<RefreshSpend, StoreError> {
+        let rotated = match self.backend {
+            Backend::Postgres => {
+                self.rotate_in_one_statement(old_hash, new_hash, new_expires_at, now_ms)
+                    .await?
+            }
+            Backend::Sqlite => {
+                self.rotate_in_transaction(old_hash, new_hash, new_expires_at, now_ms)
+                    .await?
+            }
+        };
+        match rotated {
+            Some(rotated) => Ok(RefreshSpend::Rotated(rotated)),
+            None => self.failed_spend(old_hash, now_ms).await,
+        }
+    }
+
+    /// PostgreSQL: spend and replace in one statement. The `UPDATE` re-checks
+    /// `spent_at IS NULL` on the row a concurrent winner committed, so a loser
+    /// matches nothing.
+    async fn rotate_in_one_statement(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now_ms: i64,
+    ) -> Result<Option<Rotated>, StoreError> {
+        const ROTATE: &str = "\
+            WITH spent AS ( \
+                UPDATE refresh_tokens AS r SET spent_at = $3 \
+                FROM sessions AS s \
+                WHERE r.token_hash = $1 AND r.spent_at IS NULL AND r.expires_at > $3 \
+                  AND s.id = r.session_id AND s.ended_at IS NULL AND s.expires_at > $3 \
+                RETURNING s.id AS session_id, s.user_id, s.expires_at AS session_expires_at \
+            ), fresh AS ( \
+                INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+                SELECT $2, session_id, $3, LEAST($4, session_expires_at) FROM spent \
+                RETURNING expires_at \
+            ) \
+            SELECT spent.session_id, spent.user_id, spent.session_expires_at, \
+                   fresh.expires_at AS refresh_expires_at \
+            FROM spent, fresh";
+        let row = self
+            .writer
+            .query_one(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                ROTATE,
+                [
+                    old_hash.into(),
+                    new_hash.into(),
+                    now_ms.into(),
+                    new_expires_at.into(),
+                ],
+            ))
+            .await?;
+        row.map(|row| {
+            Ok(Rotated {
+                session_id: row.try_get("", "session_id")?,
+                user_id: row.try_get("", "user_id")?,
+                session_expires_at: row.try_get("", "session_expires_at")?,
+                refresh_expires_at: row.try_get("", "refresh_expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// SQLite: the same steps in one write transaction (the database is in-process,
+    /// so statements cost no round trip; the single writer is the limit).
+    async fn rotate_in_transaction(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now_ms: i64,
+    ) -> Result<Option<Rotated>, StoreError> {
         let txn = self.begin_write().await?;
+        let live_session = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::EndedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(now_ms))
+            .into_query();
         let spent = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::SpentAt, Expr::value(now_ms))
             .filter(refresh_token::Column::TokenHash.eq(old_hash))
             .filter(refresh_token::Column::SpentAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now_ms))
+            .filter(refresh_token::Column::SessionId.in_subquery(live_session))
             .exec(&txn)
             .await?
             .rows_affected;
+        if spent == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
         let Some(token) = refresh_token::Entity::find_by_id(old_hash)
             .one(&txn)
             .await?
         else {
-            return Ok((RefreshSpend::Invalid, 0));
+            return Err(StoreError::Missing("spent refresh token"));
         };
         let Some(session) = session::Entity::find_by_id(&token.session_id)
             .one(&txn)
             .await?
         else {
-            return Ok((RefreshSpend::Invalid, 0));
+            return Err(StoreError::Missing("session of a live refresh token"));
         };
-        if spent == 0 {
-            let newly_ended = end_session(&txn, &session.id, "refresh_reuse", now_ms).await?;
-            if newly_ended {
-                changes::append(
-                    &txn,
-                    self.backend,
-                    ChangeKind::SessionEnded,
-                    &session.id,
-                    now_ms,
-                )
-                .await?;
-            }
-            txn.commit().await?;
-            return Ok((
-                RefreshSpend::Reused {
-                    session_id: session.id,
-                    user_id: session.user_id,
-                    newly_ended,
-                },
-                0,
-            ));
-        }
-        let live = session.ended_at.is_none() && session.expires_at > now_ms;
-        if !live || token.expires_at <= now_ms {
-            // Nothing to keep: the spend of a dead token changes nothing.
-            txn.rollback().await?;
-            return Ok((RefreshSpend::Invalid, 0));
-        }
-        let expires_at = new_expires_at.min(session.expires_at);
-        insert_refresh(&txn, new_hash, &session.id, now_ms, expires_at).await?;
+        let refresh_expires_at = new_expires_at.min(session.expires_at);
+        insert_refresh(&txn, new_hash, &session.id, now_ms, refresh_expires_at).await?;
         txn.commit().await?;
-        Ok((RefreshSpend::Rotated { session }, expires_at))
+        Ok(Some(Rotated {
+            session_id: session.id,
+            user_id: session.user_id,
+            session_expires_at: session.expires_at,
+            refresh_expires_at,
+        }))
+    }
+
+    /// Why a spend matched nothing: a token spent before means theft is assumed and
+    /// its session ends; anything else (unknown, expired, dead session) is invalid.
+    async fn failed_spend(&self, old_hash: &str, now_ms: i64) -> Result<RefreshSpend, StoreError> {
+        let txn = self.begin_write().await?;
+        let token = refresh_token::Entity::find_by_id(old_hash)
+            .one(&txn)
+            .await?;
+        let Some(token) = token.filter(|t| t.spent_at.is_some()) else {
+            txn.rollback().await?;
+            return Ok(RefreshSpend::Invalid);
+        };
+        let Some(session) = session::Entity::find_by_id(&token.session_id)
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(RefreshSpend::Invalid);
+        };
+        let newly_ended = end_session(&txn, &session.id, "refresh_reuse", now_ms).await?;
+        if newly_ended {
+            changes::append(
+                &txn,
+                self.backend,
+                ChangeKind::SessionEnded,
+                &session.id,
+                now_ms,
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(RefreshSpend::Reused {
+            session_id: session.id,
+            user_id: session.user_id,
+            newly_ended,
+        })
     }
 
     /// Ends the session of a refresh token (spent or not). `None` when the token is

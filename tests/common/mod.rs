@@ -459,3 +459,11 @@ where
     }
     None
 }
+
+/// The claims of a JWT, read without verifying it (tests look at what was issued).
+pub fn token_claims(token: &str) -> serde_json::Value {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url payload"))
+        .expect("JSON claims")
+}
