@@ -83,7 +83,12 @@ pub async fn run(
     let grpc_server = Server::builder()
         // Metadata carries at most a bearer token: refuse absurd header blocks early.
         .http2_max_header_list_size(grpc::MAX_METADATA_BYTES)
-        .layer(ObserveLayer)
+        .layer(ObserveLayer::new(&[
+            grpc::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

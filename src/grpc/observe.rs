@@ -1,58 +1,136 @@
 //! One span per RPC with its method, status code and latency, plus the request
 //! counter and latency histogram. A tower layer around every gRPC service, so no
 //! handler has to remember it. Request bodies are never recorded.
+//!
+//! It runs on every call of the hot path, so the per-call work is a map lookup by
+//! path and atomic updates: the methods are read once from the descriptor sets we
+//! serve, and each method's metric handles are registered on first use instead of
+//! building and hashing label strings on every call.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
 
+use metrics::{Counter, Histogram};
+use prost::Message;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::status::code_name;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ObserveLayer;
+/// Methods called on every request of every service: logged at debug, not info.
+const HOT_METHODS: [&str; 3] = [
+    "auth.v1.AuthService/ValidateToken",
+    "auth.v1.AuthService/CheckRole",
+    "grpc.health.v1.Health/Check",
+];
+
+/// How many gRPC status codes there are (OK = 0 … UNAUTHENTICATED = 16).
+const CODES: usize = 17;
+
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    methods: Arc<MethodTable>,
+}
+
+impl ObserveLayer {
+    /// Observes the methods of the services in these encoded `FileDescriptorSet`s;
+    /// any other path is counted as `unknown`, so callers cannot grow the label set.
+    pub fn new(descriptor_sets: &[&[u8]]) -> Self {
+        ObserveLayer {
+            methods: Arc::new(MethodTable::from_descriptor_sets(descriptor_sets)),
+        }
+    }
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe {
+            inner,
+            methods: self.methods.clone(),
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
+    methods: Arc<MethodTable>,
 }
 
-/// Methods called on every request of every service: logged at debug, not info.
-fn is_hot(method: &str) -> bool {
-    matches!(
-        method,
-        "auth.v1.AuthService/ValidateToken"
-            | "auth.v1.AuthService/CheckRole"
-            | "grpc.health.v1.Health/Check"
-    )
+#[derive(Debug)]
+struct MethodTable {
+    /// By request path, `/package.Service/Method`.
+    by_path: HashMap<String, Arc<MethodMetrics>>,
+    unknown: Arc<MethodMetrics>,
 }
 
-/// Bounds the label set: only our own services' paths are used as labels.
-fn method_label(path: &str) -> String {
-    let method = path.trim_start_matches('/');
-    let known = [
-        "auth.v1.AuthService/",
-        "auth.v1.AdminService/",
-        "grpc.health.v1.Health/",
-        "grpc.reflection.",
-    ];
-    if known.iter().any(|prefix| method.starts_with(prefix)) && method.len() <= 96 {
-        method.to_owned()
-    } else {
-        "unknown".to_owned()
+impl MethodTable {
+    fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
+        let mut by_path = HashMap::new();
+        for set in sets {
+            // Our own compiled-in descriptors: one that does not decode only costs
+            // its methods their own labels.
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+                continue;
+            };
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        let name = format!("{package}.{}/{}", service.name(), method.name());
+                        by_path.insert(format!("/{name}"), Arc::new(MethodMetrics::new(name)));
+                    }
+                }
+            }
+        }
+        MethodTable {
+            by_path,
+            unknown: Arc::new(MethodMetrics::new("unknown".to_owned())),
+        }
+    }
+
+    fn get(&self, path: &str) -> Arc<MethodMetrics> {
+        self.by_path.get(path).unwrap_or(&self.unknown).clone()
+    }
+}
+
+/// One method's label and metric handles, registered on first use.
+#[derive(Debug)]
+struct MethodMetrics {
+    name: String,
+    hot: bool,
+    duration: OnceLock<Histogram>,
+    calls: [OnceLock<Counter>; CODES],
+}
+
+impl MethodMetrics {
+    fn new(name: String) -> Self {
+        MethodMetrics {
+            hot: HOT_METHODS.contains(&name.as_str()),
+            name,
+            duration: OnceLock::new(),
+            calls: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn record(&self, code: tonic::Code, seconds: f64) {
+        let calls = self.calls[(code as usize).min(CODES - 1)].get_or_init(|| {
+            metrics::counter!("authd_requests_total", "method" => self.name.clone(), "code" => code_name(code))
+        });
+        calls.increment(1);
+        self.duration
+            .get_or_init(|| {
+                metrics::histogram!("authd_request_duration_seconds", "method" => self.name.clone())
+            })
+            .record(seconds);
     }
 }
 
@@ -72,13 +150,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let method = self.methods.get(request.uri().path());
         // The hot path's spans are debug-level: at the default level they cost
         // nothing, and its counters and histograms are still recorded.
-        let span = if is_hot(&method) {
-            tracing::debug_span!("rpc", method = %method, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+        let span = if method.hot {
+            tracing::debug_span!("rpc", method = %method.name, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
         } else {
-            tracing::info_span!("rpc", method = %method, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+            tracing::info_span!("rpc", method = %method.name, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
         };
         let started = Instant::now();
         let response = self.inner.call(request).instrument(span.clone());
@@ -96,25 +174,47 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Internal,
             };
-            let code = code_name(code);
-            span.record("code", code);
-            span.record("latency_ms", latency.as_micros() as f64 / 1000.0);
-            metrics::counter!("authd_requests_total", "method" => method.clone(), "code" => code)
-                .increment(1);
-            metrics::histogram!("authd_request_duration_seconds", "method" => method.clone())
-                .record(latency.as_secs_f64());
-            span.in_scope(|| {
-                if is_hot(&method) {
-                    tracing::debug!(code, "rpc finished");
-                } else {
-                    tracing::info!(
-                        code,
-                        latency_ms = latency.as_micros() as f64 / 1000.0,
-                        "rpc finished"
-                    );
-                }
-            });
+            method.record(code, latency.as_secs_f64());
+            if !span.is_disabled() {
+                let name = code_name(code);
+                span.record("code", name);
+                span.record("latency_ms", latency.as_micros() as f64 / 1000.0);
+                span.in_scope(|| {
+                    if method.hot {
+                        tracing::debug!(code = name, "rpc finished");
+                    } else {
+                        tracing::info!(
+                            code = name,
+                            latency_ms = latency.as_micros() as f64 / 1000.0,
+                            "rpc finished"
+                        );
+                    }
+                });
+            }
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_come_from_the_descriptor_sets_and_the_rest_is_unknown() {
+        let table = MethodTable::from_descriptor_sets(&[
+            crate::grpc::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            b"not a descriptor set",
+        ]);
+        let validate = table.get("/auth.v1.AuthService/ValidateToken");
+        assert_eq!(validate.name, "auth.v1.AuthService/ValidateToken");
+        assert!(validate.hot);
+        let list = table.get("/auth.v1.AdminService/ListUsers");
+        assert_eq!(list.name, "auth.v1.AdminService/ListUsers");
+        assert!(!list.hot);
+        assert!(table.get("/grpc.health.v1.Health/Check").hot);
+        assert_eq!(table.get("/auth.v1.AuthService/Nope").name, "unknown");
+        assert_eq!(table.get("/../../etc/passwd").name, "unknown");
     }
 }
