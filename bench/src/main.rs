@@ -47,10 +47,20 @@ fn bench(options: cli::Options) -> anyhow::Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         Vec::len,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    // One load core gets one thread: a multi-thread runtime would add the
+    // `block_on` thread (where the pacer runs) beside its worker, and two runnable
+    // threads on one core take turns in scheduler slices of milliseconds, which
+    // shows up as latency that is the generator's, not the server's.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
     let (json, fail_on_error) = (options.json, options.fail_on_error);
     let report = runtime.block_on(run::run(options, pinning))?;
     report.print_table();
