@@ -1,25 +1,28 @@
 //! Password hashing with argon2id on a bounded pool off the async runtime.
 //!
-//! A hash costs ~15 ms of CPU and ~19 MiB, so at most one runs per worker (sized to
+//! A hash costs ~20 ms of CPU and ~19 MiB, so at most one runs per worker (sized to
 //! the cores) and at most `queue` more wait; past that callers are refused at once
-//! rather than piling up memory. The workers are a fixed set of threads: on the
-//! blocking pool, each new thread's malloc arena would keep its own 19 MiB after a
-//! flood (466 MiB RSS measured), while a fixed set keeps at most one per worker.
+//! rather than piling up memory. The workers are a fixed set of threads, each with
+//! its own argon2 memory kept from one hash to the next: at most one 19 MiB block
+//! per worker, however long a login flood lasts (on the blocking pool, every new
+//! thread's malloc arena kept its own 19 MiB: 466 MiB RSS measured after a flood).
 //! They also run at the lowest scheduling priority, so a login storm yields the CPU
-//! to ValidateToken and CheckRole instead of queueing them behind hashes. A caller that goes away while waiting leaves the
-//! queue without hashing. An unknown username is verified against a dummy hash with
-//! the same parameters, so the two failures cost the same.
+//! to ValidateToken and CheckRole instead of queueing them behind hashes. A caller
+//! that goes away while waiting leaves the queue without hashing. An unknown
+//! username is verified against a dummy hash with the same parameters, so the two
+//! failures cost the same.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    cell::RefCell,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use argon2::{
-    password_hash::{
-        rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
-    },
-    Algorithm, Argon2, Params, Version,
+    password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, Salt, SaltString},
+    Algorithm, Argon2, Block, Params, Version,
 };
 use tokio::sync::Semaphore;
 
@@ -113,7 +116,6 @@ impl PasswordHasher {
     ) -> DomainResult<Verified> {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.clone());
-        let argon = self.argon.clone();
         let current = self.params.clone();
         let verified = self
             .run(move || {
@@ -123,9 +125,7 @@ impl PasswordHasher {
                         needs_rehash: false,
                     };
                 };
-                let matches = argon
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok();
+                let matches = verify_now(&parsed, password.expose(), &current);
                 Verified {
                     matches,
                     needs_rehash: matches && is_weaker(&parsed, &current),
@@ -187,12 +187,76 @@ impl Drop for DecrementOnDrop {
     }
 }
 
+thread_local! {
+    /// Each hashing thread's argon2 memory, kept from one hash to the next. A fresh
+    /// 19 MiB per hash is zeroed before argon2 overwrites every block anyway, and
+    /// its pages fault in again whenever the allocator has handed them back.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `argon` into `out` in this thread's reusable memory. Memory for stronger
+/// stored parameters than `current` is borrowed for that one hash only, so an odd
+/// stored hash cannot make a worker keep more than the configured cost.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    needed: &Params,
+    current: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    let blocks = needed.block_count();
+    if blocks > current.block_count() {
+        return argon.hash_password_into(password, salt, out);
+    }
+    BLOCKS.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+    })
+}
+
 fn hash_now(argon: &Argon2<'_>, password: &str) -> anyhow::Result<String> {
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("argon2 hashing failed: {e}");
+    let params = argon.params();
     let salt = SaltString::generate(&mut OsRng);
-    argon
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let out = &mut out[..params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    argon2_into(argon, params, params, password.as_bytes(), salt_bytes, out)
+        .map_err(|e| failed(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(out).map_err(|e| failed(&e))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches `stored`, computed with the stored algorithm,
+/// version and parameters. The comparison of the outputs is constant-time.
+fn verify_now(stored: &PasswordHash<'_>, password: &str, current: &Params) -> bool {
+    let check = || -> Option<bool> {
+        let algorithm = Algorithm::try_from(stored.algorithm).ok()?;
+        let version = match stored.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(stored).ok()?;
+        let expected = stored.hash?;
+        let mut salt = [0u8; Salt::MAX_LENGTH];
+        let salt = stored.salt?.decode_b64(&mut salt).ok()?;
+        let mut out = [0u8; Output::MAX_LENGTH];
+        let out = out.get_mut(..expected.len())?;
+        let argon = Argon2::new(algorithm, version, params.clone());
+        argon2_into(&argon, &params, current, password.as_bytes(), salt, out).ok()?;
+        Some(Output::new(out).ok()? == expected)
+    };
+    check().unwrap_or(false)
 }
 
 fn is_weaker(stored: &PasswordHash<'_>, current: &Params) -> bool {
@@ -250,6 +314,35 @@ mod tests {
             .await
             .expect("verify");
         assert!(!unknown.matches);
+    }
+
+    #[test]
+    fn reused_memory_gives_the_same_hashes_as_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let small = Params::new(8 * 1024, 2, 1, None).expect("params");
+        let large = Params::new(12 * 1024, 2, 1, None).expect("params");
+        let ours = hash_now(
+            &Argon2::new(Algorithm::Argon2id, Version::V0x13, small.clone()),
+            "correct horse",
+        )
+        .expect("hash");
+        let ours = PasswordHash::new(&ours).expect("PHC string");
+        // Theirs, with more memory than the worker keeps: verified with borrowed memory.
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, large)
+            .hash_password(b"correct horse", &salt)
+            .expect("hash");
+        let reference = Argon2::default();
+        assert!(reference.verify_password(b"correct horse", &ours).is_ok());
+        for _ in 0..2 {
+            assert!(verify_now(&ours, "correct horse", &small));
+            assert!(verify_now(&theirs, "correct horse", &small));
+            assert!(!verify_now(&ours, "correct horsE", &small));
+            assert!(!verify_now(&theirs, "", &small));
+        }
+        let truncated =
+            PasswordHash::new("$argon2id$v=19$m=8192,t=2,p=1$c2FsdHNhbHQ").expect("PHC");
+        assert!(!verify_now(&truncated, "correct horse", &small));
     }
 
     #[tokio::test]
