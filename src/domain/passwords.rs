@@ -194,9 +194,11 @@ thread_local! {
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `argon` into `out` in this thread's reusable memory. Memory for stronger
-/// stored parameters than `current` is borrowed for that one hash only, so an odd
-/// stored hash cannot make a worker keep more than the configured cost.
+/// Runs `argon` into `out`, on a hashing worker in its reusable memory. Memory
+/// for stronger stored parameters than `current` is borrowed for that one hash
+/// only, so an odd stored hash cannot make a worker keep more than the configured
+/// cost; so is the memory of a hash made elsewhere (the dummy hash at start-up),
+/// which no thread should keep.
 fn argon2_into(
     argon: &Argon2<'_>,
     needed: &Params,
@@ -206,7 +208,7 @@ fn argon2_into(
     out: &mut [u8],
 ) -> argon2::Result<()> {
     let blocks = needed.block_count();
-    if blocks > current.block_count() {
+    if blocks > current.block_count() || rayon::current_thread_index().is_none() {
         return argon.hash_password_into(password, salt, out);
     }
     BLOCKS.with_borrow_mut(|memory| {
@@ -334,12 +336,33 @@ mod tests {
             .expect("hash");
         let reference = Argon2::default();
         assert!(reference.verify_password(b"correct horse", &ours).is_ok());
-        for _ in 0..2 {
-            assert!(verify_now(&ours, "correct horse", &small));
-            assert!(verify_now(&theirs, "correct horse", &small));
-            assert!(!verify_now(&ours, "correct horsE", &small));
-            assert!(!verify_now(&theirs, "", &small));
-        }
+        let checks = || {
+            for _ in 0..2 {
+                assert!(verify_now(&ours, "correct horse", &small));
+                assert!(verify_now(&theirs, "correct horse", &small));
+                assert!(!verify_now(&ours, "correct horsE", &small));
+                assert!(!verify_now(&theirs, "", &small));
+            }
+        };
+        // Off the pool (borrowed memory), and on a worker (its kept memory, reused).
+        checks();
+        let worker = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        worker.install(checks);
+        let rehashed = worker
+            .install(|| {
+                hash_now(
+                    &Argon2::new(Algorithm::Argon2id, Version::V0x13, small.clone()),
+                    "battery staple",
+                )
+            })
+            .expect("hash on a worker");
+        let rehashed = PasswordHash::new(&rehashed).expect("PHC string");
+        assert!(reference
+            .verify_password(b"battery staple", &rehashed)
+            .is_ok());
         let truncated =
             PasswordHash::new("$argon2id$v=19$m=8192,t=2,p=1$c2FsdHNhbHQ").expect("PHC");
         assert!(!verify_now(&truncated, "correct horse", &small));
