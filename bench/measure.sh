@@ -50,6 +50,9 @@ run() {
 
 run validate-1000 --scenario health,validate,check-role --tokens 1000 --half-rate
 run validate-1 --scenario health,validate --tokens 1
+# The ratios move by 10 points from run to run on a shared VM: two more passes.
+run ratios-2 --scenario health,validate,check-role --tokens 1000
+run ratios-3 --scenario health,validate,check-role --tokens 1000
 run login --scenario hash,login
 run sqlite-writes --scenario refresh,register
 run mixed --scenario mixed --rate 1000 --tokens 1000
