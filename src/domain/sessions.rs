@@ -65,17 +65,10 @@ impl Auth {
         // The user comes from the view the hot path keeps fresh: deactivation ends
         // the user's sessions in the same transaction, so the spend above already
         // refused a deactivated user's token; roles may be as stale as the view.
-        let user = match self.views.user(&rotated.user_id) {
-            Some(user) => user,
-            None => self
-                .feed
-                .load_user(&rotated.user_id)
-                .await?
-                .ok_or(DomainError::InvalidRefreshToken)?,
-        };
-        if !user.active {
-            return Err(DomainError::InvalidRefreshToken);
-        }
+        let user = self
+            .active_user(&rotated.user_id)
+            .await?
+            .ok_or(DomainError::InvalidRefreshToken)?;
         self.issue_pair(
             &rotated.user_id,
             &user.effective_roles,

@@ -111,21 +111,24 @@ impl Auth {
         if self.views.session_ended(&verified.session_id) {
             return Err(DomainError::InvalidToken);
         }
-        let user = match self.views.user(&verified.user_id) {
-            Some(user) => user,
-            None => self
-                .feed
-                .load_user(&verified.user_id)
-                .await?
-                .ok_or(DomainError::InvalidToken)?,
-        };
-        if !user.active {
-            return Err(DomainError::InvalidToken);
-        }
+        let user = self
+            .active_user(&verified.user_id)
+            .await?
+            .ok_or(DomainError::InvalidToken)?;
         Ok(Principal::User {
             token: verified,
             user,
         })
+    }
+
+    /// The user as the views know it now (loading one registered on another replica
+    /// a moment ago); `None` when there is no such user or it is deactivated.
+    pub(super) async fn active_user(&self, id: &str) -> DomainResult<Option<Arc<UserEntry>>> {
+        let user = match self.views.user(id) {
+            Some(user) => Some(user),
+            None => self.feed.load_user(id).await?,
+        };
+        Ok(user.filter(|user| user.active))
     }
 
     /// Whether the holder has `role` now, directly or through the hierarchy.

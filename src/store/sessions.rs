@@ -214,31 +214,14 @@ impl Store {
     /// its session ends; anything else (unknown, expired, dead session) is invalid.
     async fn failed_spend(&self, old_hash: &str, now_ms: i64) -> Result<RefreshSpend, StoreError> {
         let txn = self.begin_write().await?;
-        let token = refresh_token::Entity::find_by_id(old_hash)
-            .one(&txn)
-            .await?;
-        let Some(token) = token.filter(|t| t.spent_at.is_some()) else {
+        let found = token_and_session(&txn, old_hash).await?;
+        let Some((_, session)) = found.filter(|(token, _)| token.spent_at.is_some()) else {
             txn.rollback().await?;
             return Ok(RefreshSpend::Invalid);
         };
-        let Some(session) = session::Entity::find_by_id(&token.session_id)
-            .one(&txn)
-            .await?
-        else {
-            txn.rollback().await?;
-            return Ok(RefreshSpend::Invalid);
-        };
-        let newly_ended = end_session(&txn, &session.id, "refresh_reuse", now_ms).await?;
-        if newly_ended {
-            changes::append(
-                &txn,
-                self.backend,
-                ChangeKind::SessionEnded,
-                &session.id,
-                now_ms,
-            )
+        let newly_ended = self
+            .end_and_record(&txn, &session.id, "refresh_reuse", now_ms)
             .await?;
-        }
         txn.commit().await?;
         Ok(RefreshSpend::Reused {
             session_id: session.id,
@@ -256,31 +239,43 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<SessionEnd>, StoreError> {
         let txn = self.begin_write().await?;
-        let Some(token) = refresh_token::Entity::find_by_id(hash).one(&txn).await? else {
+        let Some((_, session)) = token_and_session(&txn, hash).await? else {
             return Ok(None);
         };
-        let Some(session) = session::Entity::find_by_id(&token.session_id)
-            .one(&txn)
+        if !self
+            .end_and_record(&txn, &session.id, reason, now_ms)
             .await?
-        else {
-            return Ok(None);
-        };
-        if !end_session(&txn, &session.id, reason, now_ms).await? {
+        {
             return Ok(None);
         }
-        changes::append(
-            &txn,
-            self.backend,
-            ChangeKind::SessionEnded,
-            &session.id,
-            now_ms,
-        )
-        .await?;
         txn.commit().await?;
         Ok(Some(SessionEnd {
             session_id: session.id,
             user_id: session.user_id,
         }))
+    }
+
+    /// Ends one session if it is still live and, if this call ended it, appends the
+    /// change for the other replicas in the same transaction.
+    async fn end_and_record(
+        &self,
+        txn: &DatabaseTransaction,
+        session_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let newly_ended = end_session(txn, session_id, reason, now_ms).await?;
+        if newly_ended {
+            changes::append(
+                txn,
+                self.backend,
+                ChangeKind::SessionEnded,
+                session_id,
+                now_ms,
+            )
+            .await?;
+        }
+        Ok(newly_ended)
     }
 
     /// Ends every live session of a user; answers how many.
@@ -347,6 +342,20 @@ impl Store {
             .count(&self.reader)
             .await?)
     }
+}
+
+/// A refresh token and its session, if both exist.
+async fn token_and_session(
+    txn: &DatabaseTransaction,
+    hash: &str,
+) -> Result<Option<(refresh_token::Model, session::Model)>, StoreError> {
+    let Some(token) = refresh_token::Entity::find_by_id(hash).one(txn).await? else {
+        return Ok(None);
+    };
+    let session = session::Entity::find_by_id(&token.session_id)
+        .one(txn)
+        .await?;
+    Ok(session.map(|session| (token, session)))
 }
 
 async fn insert_refresh(
