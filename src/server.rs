@@ -178,11 +178,14 @@ async fn follow_database(
     }
 }
 
-/// Reflection over our services and health, for `grpcurl list` and `describe`.
+/// Reflection over our services and health, for `grpcurl list` and `describe`, and
+/// over the `google.rpc` error details our errors carry, so that grpcurl shows a
+/// `BadRequest` as its fields instead of raw bytes.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Readiness: the default service name and AuthService's.
