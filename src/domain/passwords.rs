@@ -368,6 +368,53 @@ mod tests {
         assert!(!verify_now(&truncated, "correct horse", &small));
     }
 
+    /// Waits (at most 5 s) for `ready`.
+    async fn until(ready: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_while_queued_is_never_hashed() {
+        let pool = Arc::new(
+            PasswordHasher::new(&HashSettings {
+                queue: 4,
+                ..settings(8 * 1024)
+            })
+            .expect("pool"),
+        );
+        // Hold the only worker until told to let go.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(move || held.recv().is_ok()).await })
+        };
+        until(|| pool.in_flight() == 1 && pool.waiting() == 0).await;
+        // A second caller queues behind it, then goes away (a client that hung up).
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = {
+            let (pool, ran) = (pool.clone(), ran.clone());
+            tokio::spawn(async move { pool.run(move || ran.store(true, Ordering::SeqCst)).await })
+        };
+        until(|| pool.waiting() == 1).await;
+        queued.abort();
+        assert!(queued.await.expect_err("aborted").is_cancelled());
+        // Its place is given back at once, before the worker is free.
+        assert_eq!((pool.waiting(), pool.in_flight()), (0, 1));
+
+        release.send(()).expect("release the worker");
+        assert!(busy.await.expect("join").expect("ran"));
+        // Anything still queued would run now; the pool is idle, and the job never ran.
+        let after = pool.clone();
+        after.run(|| ()).await.expect("the pool still works");
+        // (A job's permits are let go just after its answer is sent.)
+        until(|| pool.in_flight() == 0).await;
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
         let pool = Arc::new(PasswordHasher::new(&settings(19_456)).expect("pool"));
