@@ -28,12 +28,19 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: UserCommand::Create(args),
         } => create_user(args).await,
         Command::Keys {
-            command: KeysCommand::Rotate(database),
+            command: KeysCommand::Rotate(args),
         } => {
-            let store = open(&database).await?;
+            let store = open(&args.database).await?;
             KeyRing::ensure_active(&store, unix_now_ms()).await?;
-            let kid = KeyRing::rotate(&store, unix_now_ms()).await?;
-            println!("new active signing key: {kid}");
+            let delay = args.activate_in.unwrap_or_default();
+            let kid = KeyRing::rotate(&store, unix_now_ms(), delay).await?;
+            match args.activate_in {
+                None => println!("new active signing key: {kid}"),
+                Some(delay) => println!(
+                    "new signing key {kid}: published now, signs in {}",
+                    humantime::format_duration(delay)
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Apikey {

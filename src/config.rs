@@ -67,7 +67,18 @@ pub enum UserCommand {
 pub enum KeysCommand {
     /// Make a new signing key the active one. Earlier keys keep verifying (and stay
     /// published) until the tokens they signed expire.
-    Rotate(DatabaseArgs),
+    Rotate(KeysRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    /// Publish the new key at once but sign with it only after this long (humantime:
+    /// 10m, 1h), so that services caching the JWKS fetch it before they meet a token
+    /// it signed. The current key signs until then. Default: sign with it at once.
+    #[arg(long, value_parser = parse_duration)]
+    pub activate_in: Option<Duration>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

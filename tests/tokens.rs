@@ -365,6 +365,78 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     );
 }
 
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    let old = login(&mut client, "alice").await;
+    let old_kid = kid_of(&old.access_token);
+
+    let rotated = std::time::Instant::now();
+    let output = common::authd_cli(&db, &["keys", "rotate", "--activate-in", "5s"], None).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("published now, signs in 5s"));
+
+    // Published at once (through the change feed), beside the key that still signs.
+    let published = common::eventually(Duration::from_secs(2), || {
+        let mut client = client.clone();
+        async move {
+            let jwks = client
+                .get_jwks(pb::GetJwksRequest {})
+                .await
+                .expect("jwks")
+                .into_inner()
+                .jwks_json;
+            let set: serde_json::Value = serde_json::from_str(&jwks).expect("JWK Set");
+            set["keys"].as_array().expect("keys").len() == 2
+        }
+    })
+    .await;
+    assert!(published.is_some(), "new key published within 2 s");
+    let before = login(&mut client, "alice").await;
+    assert!(
+        rotated.elapsed() < Duration::from_secs(5),
+        "too slow to observe the interval"
+    );
+    assert_eq!(
+        kid_of(&before.access_token),
+        old_kid,
+        "old key signs until then"
+    );
+
+    // From then on the new key signs, and tokens of both keys validate.
+    let mut new = None;
+    while new.is_none() && rotated.elapsed() < Duration::from_secs(8) {
+        let tokens = login(&mut client, "alice").await;
+        if kid_of(&tokens.access_token) != old_kid {
+            new = Some(tokens);
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let new = new.expect("the new key signs after 5 s");
+    assert!(
+        rotated.elapsed() >= Duration::from_secs(4),
+        "switched early"
+    );
+    assert!(validate(&mut client, &old.access_token).await.is_ok());
+    assert!(validate(&mut client, &new.access_token).await.is_ok());
+}
+
 async fn access_tokens_expire_to_the_second(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
@@ -401,5 +473,6 @@ on_both_databases!(
     tokens_verify_with_a_standard_library_from_the_published_jwks,
     tokens_stay_valid_across_a_restart,
     key_rotation_keeps_old_tokens_valid_and_publishes_both_keys,
+    a_key_rotated_ahead_is_published_at_once_and_signs_from_then,
     access_tokens_expire_to_the_second,
 );

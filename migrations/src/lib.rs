@@ -10,6 +10,7 @@ mod m20261125_000003_create_signing_keys;
 mod m20261125_000004_create_changes;
 mod m20261125_000005_create_audit_events;
 mod m20261125_000006_create_api_keys;
+mod m20261125_000007_signing_key_active_from;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_create_changes::Migration),
             Box::new(m20261125_000005_create_audit_events::Migration),
             Box::new(m20261125_000006_create_api_keys::Migration),
+            Box::new(m20261125_000007_signing_key_active_from::Migration),
         ]
     }
 }

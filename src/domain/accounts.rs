@@ -302,7 +302,7 @@ impl Auth {
         let roles = effective_roles.iter().map(|r| r.to_string()).collect();
         let access = self
             .tokens
-            .issue(&self.keys, user_id, session_id, roles, now, expires_at)
+            .issue(&self.keys, user_id, session_id, roles, now_ms, expires_at)
             .map_err(DomainError::internal)?;
         Ok(IssuedTokens {
             access_token: Secret::new(access),

@@ -1,8 +1,11 @@
 //! Signing keys: Ed25519 key pairs kept in the database and held in memory as a
 //! [`KeySet`] behind an `ArcSwap`, so signing and verifying never wait on a lock.
 //!
-//! The newest unretired key signs. Retired keys keep verifying, and stay in the
-//! JWKS, until every token they signed has expired (retired_at + access TTL).
+//! Each key signs from `signs_from()` until it is retired; at any moment the one
+//! that started last signs. A rotation may name a moment ahead: the new key is
+//! published at once and takes over then, on every replica by its own clock.
+//! Retired keys keep verifying, and stay in the JWKS, until every token they signed
+//! has expired (retired_at + access TTL).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -22,17 +25,31 @@ use crate::store::{entities::signing_key, Store, StoreError};
 
 pub const ALGORITHM: &str = "EdDSA";
 
-/// The key that signs new tokens.
-pub struct ActiveKey {
+/// A key that signs new tokens from `from_ms` until `until_ms`.
+pub struct SigningKey {
     pub kid: String,
     pub encoding: EncodingKey,
+    from_ms: i64,
+    until_ms: Option<i64>,
 }
 
 /// The keys of one moment: immutable, swapped whole.
 pub struct KeySet {
-    pub active: Option<ActiveKey>,
+    /// Keys that sign now or will, by when they start.
+    signers: Vec<SigningKey>,
     pub verifying: HashMap<String, DecodingKey>,
     pub jwks_json: String,
+}
+
+impl KeySet {
+    /// The key that signs at `now_ms`: of those started and not retired, the one
+    /// that started last.
+    pub fn signer(&self, now_ms: i64) -> Option<&SigningKey> {
+        self.signers
+            .iter()
+            .rev()
+            .find(|k| k.from_ms <= now_ms && k.until_ms.is_none_or(|until| now_ms < until))
+    }
 }
 
 pub struct KeyRing {
@@ -47,7 +64,7 @@ impl KeyRing {
     pub fn new(access_ttl: Duration) -> Self {
         KeyRing {
             current: ArcSwap::from_pointee(KeySet {
-                active: None,
+                signers: Vec::new(),
                 verifying: HashMap::new(),
                 jwks_json: jwks(&[]),
             }),
@@ -68,10 +85,11 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Swaps in the keys of `rows` (oldest first): the newest unretired one signs.
+    /// Swaps in the keys of `rows`: all of them verify; those with a signing
+    /// window sign in it.
     pub fn install(&self, rows: &[signing_key::Model]) {
         let mut verifying = HashMap::new();
-        let mut active = None;
+        let mut signers = Vec::new();
         let mut public = Vec::new();
         for row in rows {
             let Ok(x) = URL_SAFE_NO_PAD.decode(&row.public_key) else {
@@ -80,23 +98,25 @@ impl KeyRing {
             };
             verifying.insert(row.kid.clone(), DecodingKey::from_ed_der(&x));
             public.push((row.kid.clone(), row.public_key.clone()));
-            if row.retired_at.is_none() {
-                // Rows come oldest first, so the newest unretired key wins.
-                match STANDARD.decode(&row.private_key) {
-                    Ok(der) => {
-                        active = Some(ActiveKey {
-                            kid: row.kid.clone(),
-                            encoding: EncodingKey::from_ed_der(&der),
-                        })
-                    }
-                    Err(_) => {
-                        tracing::error!(kid = %row.kid, "signing key has a malformed private key; skipped")
-                    }
+            let (from_ms, until_ms) = (row.signs_from(), row.retired_at);
+            if until_ms.is_some_and(|until| until <= from_ms) {
+                continue; // replaced before it ever signed
+            }
+            match STANDARD.decode(&row.private_key) {
+                Ok(der) => signers.push(SigningKey {
+                    kid: row.kid.clone(),
+                    encoding: EncodingKey::from_ed_der(&der),
+                    from_ms,
+                    until_ms,
+                }),
+                Err(_) => {
+                    tracing::error!(kid = %row.kid, "signing key has a malformed private key; skipped")
                 }
             }
         }
+        signers.sort_by_key(|k| k.from_ms);
         self.current.store(Arc::new(KeySet {
-            active,
+            signers,
             verifying,
             jwks_json: jwks(&public),
         }));
@@ -126,9 +146,15 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Makes a new key the active one; answers its kid.
-    pub async fn rotate(store: &Store, now_ms: i64) -> anyhow::Result<String> {
-        let key = generate(now_ms)?;
+    /// Publishes a new key at once and makes it the signing key after
+    /// `activate_in` (zero: at once); answers its kid.
+    pub async fn rotate(
+        store: &Store,
+        now_ms: i64,
+        activate_in: Duration,
+    ) -> anyhow::Result<String> {
+        let mut key = generate(now_ms)?;
+        key.active_from = Some(now_ms.saturating_add(activate_in.as_millis() as i64));
         let kid = key.kid.clone();
         store.rotate_key(key).await?;
         Ok(kid)
@@ -148,6 +174,7 @@ pub fn generate(now_ms: i64) -> anyhow::Result<signing_key::Model> {
         private_key: STANDARD.encode(pkcs8.as_ref()),
         public_key: x,
         created_at: now_ms,
+        active_from: None,
         retired_at: None,
     })
 }
@@ -167,4 +194,53 @@ fn jwks(keys: &[(String, String)]) -> String {
         })
         .collect();
     serde_json::json!({ "keys": keys }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(
+        created_at: i64,
+        active_from: Option<i64>,
+        retired_at: Option<i64>,
+    ) -> signing_key::Model {
+        signing_key::Model {
+            active_from,
+            retired_at,
+            ..generate(created_at).expect("key")
+        }
+    }
+
+    fn signer_at(ring: &KeyRing, now_ms: i64) -> Option<String> {
+        ring.current().signer(now_ms).map(|k| k.kid.clone())
+    }
+
+    #[test]
+    fn a_key_rotated_ahead_signs_from_its_moment_and_the_old_one_until_then() {
+        let (old, new) = (key(0, None, Some(1_000)), key(10, Some(1_000), None));
+        let ring = KeyRing::new(Duration::from_secs(900));
+        ring.install(&[old.clone(), new.clone()]);
+        assert_eq!(signer_at(&ring, 500), Some(old.kid.clone()));
+        assert_eq!(signer_at(&ring, 999), Some(old.kid.clone()));
+        assert_eq!(signer_at(&ring, 1_000), Some(new.kid.clone()));
+        // Both verify and are published throughout.
+        assert_eq!(ring.current().verifying.len(), 2);
+        assert!(ring.current().jwks_json.contains(&new.kid));
+    }
+
+    #[test]
+    fn a_rotation_replaced_before_its_moment_never_signs() {
+        // Rotated ahead to 1000, then rotated again at once at 200.
+        let old = key(0, None, Some(200));
+        let pending = key(10, Some(1_000), Some(200));
+        let now = key(200, None, None);
+        let ring = KeyRing::new(Duration::from_secs(900));
+        ring.install(&[old.clone(), pending.clone(), now.clone()]);
+        assert_eq!(signer_at(&ring, 100), Some(old.kid));
+        for t in [200, 999, 1_000, 5_000] {
+            assert_eq!(signer_at(&ring, t), Some(now.kid.clone()));
+        }
+        assert!(ring.current().verifying.contains_key(&pending.kid));
+    }
 }

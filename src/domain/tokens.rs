@@ -105,21 +105,21 @@ impl AccessTokens {
         self.cache.entry_count()
     }
 
-    /// Signs a token for `user_id` in `session_id`, valid from `now` until `expires_at`
-    /// (Unix seconds).
+    /// Signs a token for `user_id` in `session_id`, valid from `now_ms` (Unix ms) until
+    /// `expires_at` (Unix seconds), with the key that signs at `now_ms`.
     pub fn issue(
         &self,
         keys: &KeyRing,
         user_id: &str,
         session_id: &str,
         roles: Vec<String>,
-        now: i64,
+        now_ms: i64,
         expires_at: i64,
     ) -> anyhow::Result<String> {
+        let now = now_ms / 1000;
         let set = keys.current();
         let key = set
-            .active
-            .as_ref()
+            .signer(now_ms)
             .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -216,7 +216,7 @@ mod tests {
                 "user-1",
                 "session-1",
                 vec!["admin".to_owned()],
-                now,
+                now * 1000,
                 now + 600,
             )
             .expect("issue");

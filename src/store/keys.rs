@@ -58,14 +58,21 @@ impl Store {
         Ok(true)
     }
 
-    /// Makes `key` the active key and retires the others as of now.
+    /// Publishes `key` now and makes it the signing key from its `signs_from()`,
+    /// retiring the others as of that moment.
     pub async fn rotate_key(&self, key: signing_key::Model) -> Result<(), StoreError> {
         let txn = self.begin_write().await?;
         let now_ms = key.created_at;
+        let switch_at = key.signs_from();
         let kid = key.kid.clone();
         signing_key::Entity::update_many()
-            .col_expr(signing_key::Column::RetiredAt, Expr::value(now_ms))
-            .filter(signing_key::Column::RetiredAt.is_null())
+            .col_expr(signing_key::Column::RetiredAt, Expr::value(switch_at))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(signing_key::Column::RetiredAt.is_null())
+                    // An earlier rotation that has not switched yet: this one replaces it.
+                    .add(signing_key::Column::RetiredAt.gt(switch_at)),
+            )
             .exec(&txn)
             .await?;
         signing_key::Entity::insert(into_active(key))
@@ -84,6 +91,7 @@ fn into_active(key: signing_key::Model) -> signing_key::ActiveModel {
         private_key: Set(key.private_key),
         public_key: Set(key.public_key),
         created_at: Set(key.created_at),
+        active_from: Set(key.active_from),
         retired_at: Set(key.retired_at),
     }
 }

@@ -11,7 +11,17 @@ pub struct Model {
     /// The raw Ed25519 public key, base64url without padding (the JWK `x`).
     pub public_key: String,
     pub created_at: i64,
+    /// When it starts to sign; `None` means from `created_at`.
+    pub active_from: Option<i64>,
+    /// When it stops signing (it stays published for an access-token lifetime more).
     pub retired_at: Option<i64>,
+}
+
+impl Model {
+    /// When this key starts to sign.
+    pub fn signs_from(&self) -> i64 {
+        self.active_from.unwrap_or(self.created_at)
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -21,6 +31,7 @@ impl std::fmt::Debug for Model {
             .field("algorithm", &self.algorithm)
             .field("private_key", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("active_from", &self.active_from)
             .field("retired_at", &self.retired_at)
             .finish()
     }
