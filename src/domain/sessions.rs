@@ -9,7 +9,7 @@ use super::{
     service::Auth,
     unix_now_ms, validation,
 };
-use crate::store::{ChangeKind, RefreshSpend};
+use crate::store::{ChangeKind, RefreshSpend, Rotation};
 
 /// Longer refresh tokens cannot be ours; refused before hashing.
 const MAX_REFRESH_TOKEN_BYTES: usize = 512;
@@ -30,14 +30,15 @@ impl Auth {
         let now_ms = unix_now_ms();
         let next = Secret::new(random_token(32));
         let next_expires_at = now_ms + self.settings.refresh_ttl.as_millis() as i64;
+        let (old_hash, new_hash) = (sha256_hex(refresh.expose()), sha256_hex(next.expose()));
         let spend = self
             .store
-            .rotate_refresh(
-                &sha256_hex(refresh.expose()),
-                &sha256_hex(next.expose()),
-                next_expires_at,
+            .rotate_refresh(Rotation {
+                old_hash: &old_hash,
+                new_hash: &new_hash,
+                new_expires_at: next_expires_at,
                 now_ms,
-            )
+            })
             .await?;
         let rotated = match spend {
             RefreshSpend::Rotated(rotated) => rotated,

@@ -87,21 +87,17 @@ async fn probe_postgres(options: &PgConnectOptions, timeout: Duration) -> Result
 }
 
 impl OpenError {
+    /// SQLite's "database is locked" family (SQLITE_BUSY, SQLITE_LOCKED,
+    /// SQLITE_BUSY_SNAPSHOT), on connecting or migrating.
     fn is_sqlite_busy(&self) -> bool {
-        let busy = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")));
-        match self {
-            OpenError::Connect(e) => busy(e),
-            OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Exec(
-                sea_orm::RuntimeErr::SqlxError(e),
-            )))
-            | OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Query(
-                sea_orm::RuntimeErr::SqlxError(e),
-            )))
-            | OpenError::Migrate(StoreError::Unavailable(sea_orm::DbErr::Conn(
-                sea_orm::RuntimeErr::SqlxError(e),
-            ))) => busy(e),
-            _ => false,
-        }
+        let err = match self {
+            OpenError::Connect(e) => Some(e),
+            OpenError::Migrate(StoreError::Unavailable(e)) => super::error::sqlx_error(e),
+            _ => None,
+        };
+        err.is_some_and(|e| {
+            matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")))
+        })
     }
 }
 

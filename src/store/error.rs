@@ -23,16 +23,23 @@ impl From<DbErr> for StoreError {
         }
         let unavailable = match &err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-                is_connection_error(e)
-            }
-            _ => false,
+            other => sqlx_error(other).is_some_and(is_connection_error),
         };
         if unavailable {
             StoreError::Unavailable(err)
         } else {
             StoreError::Database(err)
         }
+    }
+}
+
+/// The sqlx error under a sea-orm one, when there is one.
+pub(super) fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
     }
 }
 

@@ -22,7 +22,7 @@ pub use audit::AuditEvent;
 pub use changes::ChangeKind;
 pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
-pub use sessions::{NewSession, RefreshSpend, SessionEnd};
+pub use sessions::{NewSession, RefreshSpend, Rotation, SessionEnd};
 pub use users::{NewUser, UserPage, UserWithRoles};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};

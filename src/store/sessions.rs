@@ -24,6 +24,16 @@ pub struct NewSession {
     pub now_ms: i64,
 }
 
+/// A refresh token to spend and the one to store in its place (both hashed).
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation<'a> {
+    pub old_hash: &'a str,
+    pub new_hash: &'a str,
+    /// When the new token expires; capped at the session's absolute expiry.
+    pub new_expires_at: i64,
+    pub now_ms: i64,
+}
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug)]
 pub enum RefreshSpend {
@@ -84,29 +94,17 @@ impl Store {
     /// Spends the refresh token `old_hash` and stores `new_hash` in its place.
     ///
     /// The spend is one conditional update, so of concurrent calls exactly one wins.
-    /// `new_expires_at` is capped by the session's absolute expiry here. Refresh is
-    /// the busiest write, so the common case is one statement on PostgreSQL (one
-    /// round trip and its commit); only a failed spend pays for telling reuse apart.
-    pub async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        new_expires_at: i64,
-        now_ms: i64,
-    ) -> Result<RefreshSpend, StoreError> {
+    /// Refresh is the busiest write, so the common case is one statement on
+    /// PostgreSQL (one round trip and its commit); only a failed spend pays for
+    /// telling reuse apart.
+    pub async fn rotate_refresh(&self, rotation: Rotation<'_>) -> Result<RefreshSpend, StoreError> {
         let rotated = match self.backend {
-            Backend::Postgres => {
-                self.rotate_in_one_statement(old_hash, new_hash, new_expires_at, now_ms)
-                    .await?
-            }
-            Backend::Sqlite => {
-                self.rotate_in_transaction(old_hash, new_hash, new_expires_at, now_ms)
-                    .await?
-            }
+            Backend::Postgres => self.rotate_in_one_statement(&rotation).await?,
+            Backend::Sqlite => self.rotate_in_transaction(&rotation).await?,
         };
         match rotated {
             Some(rotated) => Ok(RefreshSpend::Rotated(rotated)),
-            None => self.failed_spend(old_hash, now_ms).await,
+            None => self.failed_spend(rotation.old_hash, rotation.now_ms).await,
         }
     }
 
@@ -115,11 +113,14 @@ impl Store {
     /// matches nothing.
     async fn rotate_in_one_statement(
         &self,
-        old_hash: &str,
-        new_hash: &str,
-        new_expires_at: i64,
-        now_ms: i64,
+        rotation: &Rotation<'_>,
     ) -> Result<Option<Rotated>, StoreError> {
+        let Rotation {
+            old_hash,
+            new_hash,
+            new_expires_at,
+            now_ms,
+        } = *rotation;
         const ROTATE: &str = "\
             WITH spent AS ( \
                 UPDATE refresh_tokens AS r SET spent_at = $3 \
@@ -163,11 +164,14 @@ impl Store {
     /// so statements cost no round trip; the single writer is the limit).
     async fn rotate_in_transaction(
         &self,
-        old_hash: &str,
-        new_hash: &str,
-        new_expires_at: i64,
-        now_ms: i64,
+        rotation: &Rotation<'_>,
     ) -> Result<Option<Rotated>, StoreError> {
+        let Rotation {
+            old_hash,
+            new_hash,
+            new_expires_at,
+            now_ms,
+        } = *rotation;
         let txn = self.begin_write().await?;
         // Correlated, so SQLite looks the one session up by its key; an `IN
         // (SELECT …)` would list every live session on every refresh (225 ms at
