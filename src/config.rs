@@ -275,11 +275,18 @@ impl ServeConfig {
         }
     }
 
-    /// The defaults, as if no flag or variable were given (tests start from here).
+    /// The defaults, as if no flag were given (`AUTHD_*` variables still apply;
+    /// tests start from here). A bad variable ends the process with clap's message.
     pub fn from_defaults(database_url: &str) -> Self {
-        let cli = Cli::parse_from(["authd", "serve", "--database-url", database_url]);
+        Self::try_from_defaults(database_url).unwrap_or_else(|err| err.exit())
+    }
+
+    /// As [`ServeConfig::from_defaults`], answering a bad `AUTHD_*` variable as an
+    /// error, for callers that must clean up before they exit.
+    pub fn try_from_defaults(database_url: &str) -> Result<Self, clap::Error> {
+        let cli = Cli::try_parse_from(["authd", "serve", "--database-url", database_url])?;
         match cli.command {
-            Command::Serve(config) => *config,
+            Command::Serve(config) => Ok(*config),
             _ => unreachable!("parsed a serve command"),
         }
     }

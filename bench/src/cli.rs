@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{builder::TypedValueParser as _, Parser, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +58,7 @@ pub struct Options {
     /// Open loop: start this many calls per second whatever the latency, with at most
     /// --concurrency in flight. In `mixed`, the fixed rate of the validate stream
     /// (default 1000/s there).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
 
     /// After each closed-loop `health`, `validate` or `check-role` run, run it again
@@ -105,7 +105,7 @@ pub struct Options {
 
     /// argon2id verifications that run at once in `hash`. Default: the server's pool
     /// size, i.e. one per server CPU when pinned, else one per core.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub hash_workers: Option<usize>,
 
     /// Server starts measured by `startup` (each on the same, already migrated
@@ -177,7 +177,23 @@ impl Scenario {
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+    let duration =
+        humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))?;
+    // Longer would overflow the schedule's instants; no benchmark needs a week.
+    if duration > Duration::from_secs(7 * 86_400) {
+        return Err("at most 7 days".into());
+    }
+    Ok(duration)
+}
+
+/// Calls per second for an open loop: a finite rate the pacer can keep.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value.parse().map_err(|e| format!("{e}"))?;
+    if rate.is_finite() && (0.001..=1_000_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("from 0.001 to 1000000 calls per second".into())
+    }
 }
 
 fn parse_key_value(value: &str) -> Result<(String, String), String> {

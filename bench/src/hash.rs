@@ -25,12 +25,13 @@ use crate::{
 
 /// The server's defaults (flags and `AUTHD_*` variables as `authd serve` reads
 /// them), with the pool sized for the server's CPUs.
-pub fn server_settings(workers: usize) -> HashSettings {
-    let defaults = ServeConfig::from_defaults("sqlite::memory:");
-    HashSettings {
+pub fn server_settings(workers: usize) -> anyhow::Result<HashSettings> {
+    let defaults = ServeConfig::try_from_defaults("sqlite::memory:")
+        .map_err(|e| anyhow::anyhow!("the AUTHD_* hashing settings: {e}"))?;
+    Ok(HashSettings {
         workers,
         ..defaults.hashing.settings()
-    }
+    })
 }
 
 struct Verify {

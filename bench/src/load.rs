@@ -41,12 +41,16 @@ pub struct Recorded {
     pub measured: Duration,
 }
 
+/// Latencies in µs: 1 µs to 10 min at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("constant, valid bounds"))
+}
+
 impl Recorded {
     fn new() -> Recorded {
         Recorded {
-            // 1 µs to 10 min at 3 significant digits.
-            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)
-                .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
+            latency_us: latency_histogram(),
             errors: BTreeMap::new(),
             missed: 0,
             start_lag_us: None,
@@ -128,14 +132,14 @@ pub async fn open_loop<C: Caller>(callers: Vec<C>, rate: f64, window: Window) ->
         let _ = idle_tx.send(caller);
     }
     let recorded = Arc::new(Mutex::new(Recorded::new()));
-    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let rate = rate.max(0.001);
     let start = Instant::now();
     let measure_from = start + window.warmup;
     let end = measure_from + window.duration;
-    let (mut missed, mut start_lag) = (0, Recorded::new().latency_us);
-    let mut n = 0u32;
+    let (mut missed, mut start_lag) = (0, latency_histogram());
+    let mut n = 0u64;
     loop {
-        let scheduled = start + period.saturating_mul(n);
+        let scheduled = start + Duration::from_secs_f64(n as f64 / rate);
         if scheduled >= end {
             break;
         }

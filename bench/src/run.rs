@@ -330,10 +330,10 @@ async fn run_scenario(
             drive(name, make, options, window, server_pid, &mut context).await
         }
         Scenario::Refresh => {
-            let sessions = fixtures.sessions(workers).await?;
-            let mut sessions = sessions.into_iter();
-            let callers: Vec<calls::Refresh> = (0..workers)
-                .filter_map(|_| sessions.next())
+            let callers: Vec<calls::Refresh> = fixtures
+                .sessions(workers)
+                .await?
+                .into_iter()
                 .map(|(user, refresh_token)| calls::Refresh {
                     clients: auth.clone(),
                     user,
@@ -390,7 +390,7 @@ async fn run_scenario(
             let hash_workers = options
                 .hash_workers
                 .unwrap_or_else(|| pinning.server.as_ref().map_or_else(online_cpus, Vec::len));
-            let settings = hash::server_settings(hash_workers);
+            let settings = hash::server_settings(hash_workers)?;
             let cpus = pinning.server.clone();
             let ctx = RowContext {
                 mode: format!("{hash_workers} worker(s)"),
@@ -433,16 +433,13 @@ async fn drive<C: Caller>(
     let half = options.half_rate
         && options.rate.is_none()
         && matches!(name, "health" | "validate" | "check-role");
-    let mut rows = vec![];
-    if half && row.calls_per_s > 0.0 {
-        let rate = row.calls_per_s / 2.0;
-        rows.push(row);
+    let rate = row.calls_per_s / 2.0;
+    let mut rows = vec![row];
+    if half && rate > 0.0 {
         let in_flight = workers.max(HALF_RATE_IN_FLIGHT);
         let callers = (0..in_flight).map(&make).collect();
         let ctx = context(name, mode(Some(rate)), in_flight);
         rows.push(measure(ctx, server_pid, open_loop(callers, rate, window)).await);
-    } else {
-        rows.push(row);
     }
     rows
 }
