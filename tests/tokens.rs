@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use authd::grpc::pb;
+use authd::grpc::pb::{self, auth_service_client::AuthServiceClient};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
@@ -14,7 +14,7 @@ use common::{login, register, validate, Backend, TestDb, TestServer};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::json;
 use sqlx::Row;
-use tonic::Code;
+use tonic::{transport::Channel, Code};
 
 /// The active signing key, read straight from the database (what an attacker
 /// must never have; the tests use it to forge tokens that differ in one claim).
@@ -32,6 +32,23 @@ fn header(kid: &str) -> Header {
     header.kid = Some(kid.to_owned());
     header.typ = Some("at+jwt".into());
     header
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+/// The JWK Set as GetJwks answers it.
+async fn jwks(client: &mut AuthServiceClient<Channel>) -> String {
+    client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner()
+        .jwks_json
 }
 
 fn claims(sub: &str, sid: &str, iss: &str, aud: &str, iat: i64, exp: i64) -> serde_json::Value {
@@ -129,9 +146,7 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
         .is_ok());
 
     let parts: Vec<&str> = tokens.access_token.split('.').collect();
-    let payload: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
-    let mut promoted = payload.clone();
+    let mut promoted = common::token_claims(&tokens.access_token);
     promoted["sub"] = json!(uuid::Uuid::new_v4().to_string());
     let tampered = format!(
         "{}.{}.{}",
@@ -145,20 +160,11 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
         parts[1]
     );
     let public_x = {
-        let jwks: serde_json::Value = serde_json::from_str(
-            &client
-                .get_jwks(pb::GetJwksRequest {})
-                .await
-                .expect("jwks")
-                .into_inner()
-                .jwks_json,
-        )
-        .expect("json");
+        let jwks: serde_json::Value = serde_json::from_str(&jwks(&mut client).await).expect("json");
         jwks["keys"][0]["x"].as_str().expect("x").to_owned()
     };
-    let mut hs_header = Header::new(Algorithm::HS256);
-    hs_header.kid = Some(kid.clone());
-    hs_header.typ = Some("at+jwt".into());
+    let mut hs_header = header(&kid);
+    hs_header.alg = Algorithm::HS256;
     let hs256_with_public_key = sign(
         &hs_header,
         &good,
@@ -255,12 +261,7 @@ async fn tokens_verify_with_a_standard_library_from_the_published_jwks(backend: 
     let user = register(&mut client, "alice").await;
     let tokens = login(&mut client, "alice").await;
 
-    let grpc_jwks = client
-        .get_jwks(pb::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json;
+    let grpc_jwks = jwks(&mut client).await;
     let response = reqwest::get(format!("http://{}/.well-known/jwks.json", server.http_addr))
         .await
         .expect("GET jwks");
@@ -318,10 +319,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     let mut client = server.auth().await;
     register(&mut client, "alice").await;
     let old = login(&mut client, "alice").await;
-    let old_kid = jsonwebtoken::decode_header(&old.access_token)
-        .expect("header")
-        .kid
-        .expect("kid");
+    let old_kid = kid_of(&old.access_token);
 
     let output = common::authd_cli(&db, &["keys", "rotate"], None).await;
     assert!(
@@ -335,10 +333,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     let mut new_kid = None;
     while new_kid.is_none() && started.elapsed() < Duration::from_secs(2) {
         let tokens = login(&mut client, "alice").await;
-        let kid = jsonwebtoken::decode_header(&tokens.access_token)
-            .expect("header")
-            .kid
-            .expect("kid");
+        let kid = kid_of(&tokens.access_token);
         if kid != old_kid {
             new_kid = Some((kid, tokens));
         }
@@ -353,23 +348,11 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
         validate(&mut client, &new.access_token).await.is_ok(),
         "new token valid"
     );
-    let jwks = client
-        .get_jwks(pb::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json;
+    let jwks = jwks(&mut client).await;
     assert!(
         jwks.contains(&old_kid) && jwks.contains(&new_kid),
         "both keys published: {jwks}"
     );
-}
-
-fn kid_of(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("header")
-        .kid
-        .expect("kid")
 }
 
 async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: Backend) {
@@ -395,13 +378,8 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
     let published = common::eventually(Duration::from_secs(2), || {
         let mut client = client.clone();
         async move {
-            let jwks = client
-                .get_jwks(pb::GetJwksRequest {})
-                .await
-                .expect("jwks")
-                .into_inner()
-                .jwks_json;
-            let set: serde_json::Value = serde_json::from_str(&jwks).expect("JWK Set");
+            let set: serde_json::Value =
+                serde_json::from_str(&jwks(&mut client).await).expect("JWK Set");
             set["keys"].as_array().expect("keys").len() == 2
         }
     })

@@ -197,35 +197,11 @@ impl TestServer {
     }
 
     async fn wait_until_serving(&self) {
-        for _ in 0..200 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .expect("uri")
-                .connect()
-                .await
-            {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if let Ok(r) = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    if r.into_inner().status == 1 {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not become SERVING");
+        wait_until_serving(self.addr, 200, "server").await;
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        connect(self.addr).await
     }
 
     pub async fn auth(&self) -> AuthServiceClient<Channel> {
@@ -412,35 +388,47 @@ impl ServerProcess {
     }
 
     async fn wait_until_serving(&self) {
-        for _ in 0..400 {
-            if let Ok(endpoint) = Channel::from_shared(format!("http://{}", self.addr)) {
-                if let Ok(channel) = endpoint.connect().await {
-                    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                    if let Ok(r) = health
-                        .check(tonic_health::pb::HealthCheckRequest {
-                            service: String::new(),
-                        })
-                        .await
-                    {
-                        if r.into_inner().status == 1 {
-                            return;
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("authd serve process did not become SERVING");
+        wait_until_serving(self.addr, 400, "authd serve process").await;
     }
 
     pub async fn auth(&self) -> AuthServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
+        AuthServiceClient::new(connect(self.addr).await)
+    }
+}
+
+/// A channel to a server that is up.
+async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Polls gRPC health every 25 ms, `tries` times at most, until the server at
+/// `addr` answers SERVING.
+async fn wait_until_serving(addr: SocketAddr, tries: u32, what: &str) {
+    for _ in 0..tries {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
-            .expect("connect");
-        AuthServiceClient::new(channel)
+        {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            if let Ok(r) = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                if r.into_inner().status == 1 {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    panic!("{what} did not become SERVING");
 }
 
 /// Polls `check` every 50 ms until it returns true or `within` passes; answers
