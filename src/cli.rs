@@ -7,11 +7,15 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
+    clock::Clock,
     config::{
         ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HealthArgs, KeysCommand,
         ServeConfig, UserCommand, UserCreateArgs,
     },
-    domain::{accounts::Registration, keys::KeyRing, secrets::Password, unix_now_ms},
+    domain::{
+        accounts::Registration, admin::AdminCaller, api_keys::NewKey, caller::Caller,
+        secrets::Password, signing_keys,
+    },
     server,
     store::Store,
 };
@@ -31,9 +35,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: KeysCommand::Rotate(args),
         } => {
             let store = open(&args.database).await?;
-            KeyRing::ensure_active(&store, unix_now_ms()).await?;
+            let clock = Clock::system();
+            signing_keys::ensure_active(&store, clock.now_ms()).await?;
             let delay = args.activate_in.unwrap_or_default();
-            let kid = KeyRing::rotate(&store, unix_now_ms(), delay).await?;
+            let kid = signing_keys::rotate(&store, clock.now_ms(), delay).await?;
             match args.activate_in {
                 None => println!("new active signing key: {kid}"),
                 Some(delay) => println!(
@@ -81,7 +86,7 @@ async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServeConfig::from_defaults(&args.database.database_url);
     config.database = args.database;
     config.hashing = args.hashing;
-    let auth = server::build(&config).await?;
+    let domain = server::build(&config, Clock::system()).await?;
     let registration = Registration {
         username: args.username,
         email: args.email,
@@ -89,29 +94,28 @@ async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
         full_name: args.full_name,
         roles: args.roles,
     };
-    let caller = crate::domain::audit::Caller {
-        actor: Some("cli".into()),
-        peer: None,
-    };
-    let user = auth
-        .register(&caller, registration)
+    let user = domain
+        .accounts
+        .register(&Caller::cli(), registration)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("created user {} ({})", user.user.username, user.user.id);
+    println!("created user {} ({})", user.username, user.id);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn create_api_key(args: ApiKeyCreateArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServeConfig::from_defaults(&args.database.database_url);
     config.database = args.database;
-    let auth = server::build(&config).await?;
+    let domain = server::build(&config, Clock::system()).await?;
     let ttl_seconds = args.ttl.map_or(0, |ttl| ttl.as_secs().max(1) as i64);
-    let caller = crate::domain::audit::Caller {
-        actor: Some("cli".into()),
-        peer: None,
+    let new = NewKey {
+        name: &args.name,
+        roles: args.roles,
+        ttl_seconds,
     };
-    let issued = auth
-        .create_api_key(&caller, &args.name, args.roles, ttl_seconds)
+    let issued = domain
+        .api_keys
+        .create(&AdminCaller::cli(), new)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!(

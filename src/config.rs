@@ -7,7 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    domain::{passwords::HashSettings, AuthSettings},
+    domain::{hot::HotSettings, passwords::HashSettings, AuthSettings},
     store::DatabaseSettings,
 };
 
@@ -271,7 +271,16 @@ impl ServeConfig {
             session_max_ttl: self.session_max_ttl,
             login_max_failures: self.login_max_failures,
             login_lockout: self.login_lockout,
+        }
+    }
+
+    pub fn hot_settings(&self) -> HotSettings {
+        HotSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            access_ttl: self.access_token_ttl,
             max_staleness: self.max_staleness,
+            token_cache_capacity: self.token_cache_capacity,
         }
     }
 

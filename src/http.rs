@@ -5,13 +5,13 @@ use axum::{extract::State, http::header, response::IntoResponse, routing::get, R
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::Auth;
+use crate::domain::Domain;
 
-pub async fn serve(listener: TcpListener, auth: Auth, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, domain: Domain, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/metrics", get(metrics))
-        .with_state(auth);
+        .with_state(domain);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -20,19 +20,19 @@ pub async fn serve(listener: TcpListener, auth: Auth, shutdown: CancellationToke
     }
 }
 
-async fn jwks(State(auth): State<Auth>) -> impl IntoResponse {
+async fn jwks(State(domain): State<Domain>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),
             (header::CACHE_CONTROL, "public, max-age=60"),
         ],
-        auth.jwks_json(),
+        domain.hot.jwks_json(),
     )
 }
 
 /// Gauges that describe state are sampled here, at scrape time; counters and
 /// histograms are recorded where things happen.
-async fn metrics(State(auth): State<Auth>) -> impl IntoResponse {
+async fn metrics(State(domain): State<Domain>) -> impl IntoResponse {
     let Some(handle) = crate::telemetry::metrics() else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -40,7 +40,7 @@ async fn metrics(State(auth): State<Auth>) -> impl IntoResponse {
         )
             .into_response();
     };
-    auth.sample_gauges().await;
+    domain.sample_gauges().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

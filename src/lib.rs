@@ -3,9 +3,10 @@
 //! - [`config`]: the command line and `AUTHD_*` settings;
 //! - [`server`]: wiring and serving; [`grpc`] and [`http`]: the transports;
 //! - [`domain`]: accounts, passwords, tokens, sessions, roles and the hot path;
-//! - [`store`]: the database; [`telemetry`]: logs.
+//! - [`store`]: the database; [`telemetry`]: logs; [`clock`]: the one clock.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod grpc;

@@ -4,24 +4,25 @@
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
 
-use std::{future::Future, sync::Arc};
+use std::future::Future;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::ServingStatus;
+use tower::Layer as _;
 
 use crate::{
+    clock::Clock,
     config::ServeConfig,
-    domain::{
-        feed::ChangeFeed, keys::KeyRing, passwords::PasswordHasher, tokens::AccessTokens,
-        unix_now_ms, views::Views, Auth,
-    },
+    domain::{hot::HotPath, passwords::PasswordHasher, signing_keys, Domain},
     grpc::{
         self,
         admin_service::AdminApi,
         auth_service::AuthApi,
+        authenticate::AuthenticateLayer,
+        message_limit::MessageLimitLayer,
         observe::ObserveLayer,
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
     },
@@ -42,6 +43,24 @@ pub async fn run(
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_clock(
+        config,
+        Clock::system(),
+        grpc_listener,
+        http_listener,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] on the given clock (tests drive a manual one).
+pub async fn run_with_clock(
+    config: ServeConfig,
+    clock: Clock,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
@@ -49,17 +68,20 @@ pub async fn run(
     set_readiness(&health, ServingStatus::NotServing).await;
 
     crate::telemetry::metrics();
-    let auth = build(&config).await?;
+    let domain = build(&config, clock).await?;
     let background = CancellationToken::new();
-    tokio::spawn(record_api_key_use(auth.clone(), background.clone()));
-    tokio::spawn(
-        auth.feed
-            .clone()
-            .run(config.change_poll_interval, background.clone()),
-    );
+    tokio::spawn(record_api_key_use(domain.clone(), background.clone()));
+    {
+        let (hot, stop, every) = (
+            domain.hot.clone(),
+            background.clone(),
+            config.change_poll_interval,
+        );
+        tokio::spawn(async move { hot.follow_feed(every, stop).await });
+    }
     let draining = CancellationToken::new();
     tokio::spawn(follow_database(
-        auth.feed.database_up(),
+        domain.hot.database_up(),
         health.clone(),
         draining.clone(),
     ));
@@ -79,7 +101,7 @@ pub async fn run(
         }
     };
 
-    let http_server = tokio::spawn(http::serve(http_listener, auth.clone(), draining.clone()));
+    let http_server = tokio::spawn(http::serve(http_listener, domain.clone(), draining.clone()));
     let grpc_server = Server::builder()
         // Metadata carries at most a bearer token: refuse absurd header blocks early.
         .http2_max_header_list_size(grpc::MAX_METADATA_BYTES)
@@ -89,16 +111,19 @@ pub async fn run(
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]))
+        .layer(MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            AuthServiceServer::new(AuthApi::new(auth.clone()))
+            AuthServiceServer::new(AuthApi::new(domain.clone()))
                 .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AdminServiceServer::new(AdminApi::new(auth.clone()))
-                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            AuthenticateLayer::new(domain.admin.clone()).layer(
+                AdminServiceServer::new(AdminApi::new(domain.clone()))
+                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            ),
         )
         // Small unary replies must not wait for Nagle and a delayed ACK (a 40 ms tail).
         .serve_with_incoming_shutdown(
@@ -117,44 +142,29 @@ pub async fn run(
     };
     background.cancel();
     draining.cancel();
-    auth.flush_api_key_use().await;
-    auth.flush_api_key_use().await;
+    domain.api_keys.flush_use().await;
     let _ = http_server.await;
-    auth.store.clone().close().await;
+    domain.close().await;
     served
 }
 
-/// Connects, migrates, loads the views and builds the domain.
-pub async fn build(config: &ServeConfig) -> anyhow::Result<Auth> {
+/// Connects and migrates (the store), loads the memory views (the hot path), and
+/// builds the slow path around them (the domain).
+pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain> {
     let store = Store::open(&config.database.settings())
         .await
         .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))?;
-    KeyRing::ensure_active(&store, unix_now_ms()).await?;
-
-    let views = Arc::new(Views::default());
-    let keys = Arc::new(KeyRing::new(config.access_token_ttl));
-    let feed = Arc::new(ChangeFeed::new(
-        store.clone(),
-        views.clone(),
-        keys.clone(),
-        config.access_token_ttl,
-    ));
-    feed.load().await.context("loading the memory views")?;
-
-    let hasher = Arc::new(PasswordHasher::new(&config.hashing.settings())?);
-    let tokens = Arc::new(AccessTokens::new(
-        &config.issuer,
-        &config.audience,
-        config.token_cache_capacity,
-    ));
-    Ok(Auth::new(
+    signing_keys::ensure_active(&store, clock.now_ms()).await?;
+    let hot = HotPath::load(store.clone(), clock.clone(), config.hot_settings())
+        .await
+        .context("loading the memory views")?;
+    let hasher = PasswordHasher::new(&config.hashing.settings())?;
+    Ok(Domain::new(
         store,
-        views,
-        keys,
-        tokens,
+        hot,
         hasher,
-        feed,
         config.auth_settings(),
+        clock,
     ))
 }
 
@@ -195,12 +205,12 @@ async fn set_readiness(health: &tonic_health::server::HealthReporter, status: Se
 }
 
 /// Writes API-key use to the database in batches, off the hot path.
-async fn record_api_key_use(auth: Auth, stop: CancellationToken) {
+async fn record_api_key_use(domain: Domain, stop: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = every.tick() => auth.flush_api_key_use().await,
+            _ = every.tick() => domain.api_keys.flush_use().await,
         }
     }
 }

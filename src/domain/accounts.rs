@@ -1,17 +1,19 @@
 //! Accounts: registering, logging in (with throttling and the dummy-hash path) and
 //! creating users from the command line.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::{
-    audit::Caller,
+    audit::{Action, Event, Outcome},
+    caller::Caller,
+    context::Context,
     error::{DomainError, DomainResult},
-    roles::RoleList,
-    secrets::{random_token, sha256_hex, Password, Secret},
-    service::Auth,
-    unix_now_ms, validation,
+    hot::{AccessGrant, RoleList},
+    model::User,
+    secrets::{digest_hex, random_token, Password, Secret},
+    validation,
 };
-use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, UserWithRoles};
+use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, Taken};
 
 /// The role every new user holds.
 pub const DEFAULT_ROLE: &str = "user";
@@ -44,14 +46,24 @@ pub(super) struct SessionRefresh<'a> {
     pub refresh_expires_at_ms: i64,
 }
 
-impl Auth {
+/// Registering and logging in.
+#[derive(Clone)]
+pub struct Accounts {
+    ctx: Arc<Context>,
+}
+
+impl Accounts {
+    pub(super) fn new(ctx: Arc<Context>) -> Self {
+        Accounts { ctx }
+    }
+
     /// Creates an account. The unique indexes decide races: of concurrent
     /// registrations of one name exactly one succeeds.
     pub async fn register(
         &self,
         caller: &Caller,
         registration: Registration,
-    ) -> DomainResult<UserWithRoles> {
+    ) -> DomainResult<User> {
         validation::username("username", &registration.username)?;
         validation::email("email", &registration.email)?;
         validation::password("password", registration.password.expose())?;
@@ -61,12 +73,7 @@ impl Auth {
         } else {
             registration.roles
         };
-        let catalog = self.views.catalog();
-        if let Some(unknown) = roles.iter().find(|r| !catalog.exists(r)) {
-            return Err(DomainError::NotFound(format!(
-                "role {unknown:?} does not exist"
-            )));
-        }
+        self.ctx.hot.catalog().require_all(&roles)?;
         let (username_lc, email_lc) = (
             registration.username.to_lowercase(),
             registration.email.to_lowercase(),
@@ -74,10 +81,11 @@ impl Auth {
         // A cheap early answer; the unique index below is what really decides.
         self.refuse_taken(&username_lc, &email_lc).await?;
 
-        let password_hash = self.hasher.hash(registration.password).await?;
+        let password_hash = self.ctx.hasher.hash(registration.password).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let now_ms = unix_now_ms();
+        let now_ms = self.ctx.now_ms();
         let inserted = self
+            .ctx
             .store
             .insert_user(NewUser {
                 id: id.clone(),
@@ -99,27 +107,35 @@ impl Auth {
             }
             Err(other) => return Err(other.into()),
         }
-        self.feed.apply(ChangeKind::User, &id).await;
+        self.ctx.hot.apply(ChangeKind::User, &id).await;
         let user = self
+            .ctx
             .store
             .find_user(&id)
             .await?
             .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))?;
         let detail = format!("roles={}", user.roles.join(","));
-        self.audit(caller, "register", "ok", Some(&id), Some(detail))
+        self.ctx
+            .audit
+            .record(
+                caller,
+                Event::new(Action::Register, Outcome::Ok)
+                    .subject(&id)
+                    .detail(detail),
+            )
             .await;
-        Ok(user)
+        Ok(user.into())
     }
 
     async fn refuse_taken(&self, username_lc: &str, email_lc: &str) -> DomainResult<()> {
-        match self.store.taken(username_lc, email_lc).await? {
-            (true, _) => Err(DomainError::AlreadyExists(
+        match self.ctx.store.taken(username_lc, email_lc).await? {
+            Taken::Username => Err(DomainError::AlreadyExists(
                 "username is already taken".into(),
             )),
-            (_, true) => Err(DomainError::AlreadyExists(
+            Taken::Email => Err(DomainError::AlreadyExists(
                 "email is already registered".into(),
             )),
-            _ => Ok(()),
+            Taken::Neither => Ok(()),
         }
     }
 
@@ -129,7 +145,7 @@ impl Auth {
         caller: &Caller,
         login: &str,
         password: Password,
-    ) -> DomainResult<(IssuedTokens, UserWithRoles)> {
+    ) -> DomainResult<LoggedIn> {
         validation::required("username", login)?;
         if login.len() > 254 {
             return Err(DomainError::invalid(
@@ -145,28 +161,30 @@ impl Auth {
             ));
         }
         let login_lc = login.to_lowercase();
-        let now_ms = unix_now_ms();
+        let now_ms = self.ctx.now_ms();
         // Checked before hashing, so a locked username costs no CPU.
         if let Some(until) = self
+            .ctx
             .store
             .locked_until(&login_lc)
             .await?
             .filter(|until| *until > now_ms)
         {
-            self.audit(
-                caller,
-                "login",
-                "throttled",
-                None,
-                Some(format!("login={login_lc}")),
-            )
-            .await;
+            self.ctx
+                .audit
+                .record(
+                    caller,
+                    Event::new(Action::Login, Outcome::Throttled)
+                        .detail(format!("login={login_lc}")),
+                )
+                .await;
             return Err(DomainError::Throttled {
                 retry_after: Duration::from_millis((until - now_ms) as u64),
             });
         }
-        let account = self.store.find_user_by_login(&login_lc).await?;
+        let account = self.ctx.store.find_user_by_login(&login_lc).await?;
         let verified = self
+            .ctx
             .hasher
             .verify(
                 password.clone(),
@@ -178,52 +196,62 @@ impl Auth {
             _ => return Err(self.count_failure(caller, &login_lc).await),
         };
         if !account.active {
-            self.audit(caller, "login", "deactivated", Some(&account.id), None)
+            self.ctx
+                .audit
+                .record(
+                    caller,
+                    Event::new(Action::Login, Outcome::Deactivated).subject(&account.id),
+                )
                 .await;
             return Err(DomainError::AccountDisabled);
         }
-        self.store.clear_login_failures(&login_lc).await?;
+        self.ctx.store.clear_login_failures(&login_lc).await?;
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
         let user = self
+            .ctx
             .store
             .find_user(&account.id)
             .await?
             .ok_or(DomainError::BadCredentials)?;
-        let tokens = self.start_session(&user).await?;
-        self.audit(caller, "login", "ok", Some(&account.id), None)
+        let tokens = self.start_session(&user.user.id, &user.roles).await?;
+        self.ctx
+            .audit
+            .record(
+                caller,
+                Event::new(Action::Login, Outcome::Ok).subject(&account.id),
+            )
             .await;
-        Ok((tokens, user))
+        Ok(LoggedIn {
+            tokens,
+            user: user.into(),
+        })
     }
 
     async fn count_failure(&self, caller: &Caller, login_lc: &str) -> DomainError {
-        let now_ms = unix_now_ms();
-        let lock_until = now_ms + self.settings.login_lockout.as_millis() as i64;
+        let now_ms = self.ctx.now_ms();
+        let settings = &self.ctx.settings;
+        let lock_until = now_ms + settings.login_lockout.as_millis() as i64;
         match self
+            .ctx
             .store
-            .record_login_failure(
-                login_lc,
-                self.settings.login_max_failures,
-                lock_until,
-                now_ms,
-            )
+            .record_login_failure(login_lc, settings.login_max_failures, lock_until, now_ms)
             .await
         {
             Ok(locked) => {
                 let outcome = if locked {
-                    "failed_and_locked"
+                    Outcome::FailedAndLocked
                 } else {
-                    "failed"
+                    Outcome::Failed
                 };
-                self.audit(
-                    caller,
-                    "login",
-                    outcome,
-                    None,
-                    Some(format!("login={login_lc}")),
-                )
-                .await;
+                self.ctx
+                    .audit
+                    .record(
+                        caller,
+                        Event::new(Action::Login, outcome).detail(format!("login={login_lc}")),
+                    )
+                    .await;
                 DomainError::BadCredentials
             }
             Err(err) => err.into(),
@@ -232,11 +260,12 @@ impl Auth {
 
     /// Upgrades a hash made with weaker parameters; a failure only delays it.
     async fn rehash(&self, account: &user::Model, password: Password) {
-        match self.hasher.hash(password).await {
+        match self.ctx.hasher.hash(password).await {
             Ok(hash) => {
                 if let Err(err) = self
+                    .ctx
                     .store
-                    .set_password_hash(&account.id, hash, unix_now_ms())
+                    .set_password_hash(&account.id, hash, self.ctx.now_ms())
                     .await
                 {
                     tracing::warn!(error = %err, user = %account.id, "could not store the upgraded password hash");
@@ -250,27 +279,29 @@ impl Auth {
         }
     }
 
-    /// Opens a session for `user` and issues its first token pair.
-    async fn start_session(&self, user: &UserWithRoles) -> DomainResult<IssuedTokens> {
-        let now_ms = unix_now_ms();
+    /// Opens a session for the user and issues its first token pair.
+    async fn start_session(&self, user_id: &str, roles: &[String]) -> DomainResult<IssuedTokens> {
+        let ctx = &self.ctx;
+        let now_ms = ctx.now_ms();
         let session_id = uuid::Uuid::new_v4().to_string();
-        let session_expires_at = now_ms + self.settings.session_max_ttl.as_millis() as i64;
+        let session_expires_at = now_ms + ctx.settings.session_max_ttl.as_millis() as i64;
         let refresh = Secret::new(random_token(32));
         let refresh_expires_at =
-            (now_ms + self.settings.refresh_ttl.as_millis() as i64).min(session_expires_at);
-        self.store
+            (now_ms + ctx.settings.refresh_ttl.as_millis() as i64).min(session_expires_at);
+        ctx.store
             .insert_session(NewSession {
                 id: session_id.clone(),
-                user_id: user.user.id.clone(),
+                user_id: user_id.to_owned(),
                 expires_at: session_expires_at,
-                refresh_hash: sha256_hex(refresh.expose()),
+                refresh_hash: digest_hex(refresh.expose()),
                 refresh_expires_at,
                 now_ms,
             })
             .await?;
-        self.issue_pair(
-            &user.user.id,
-            &self.views.catalog().effective(&user.roles),
+        issue_pair(
+            ctx,
+            user_id,
+            &ctx.hot.catalog().effective(roles),
             SessionRefresh {
                 session_id: &session_id,
                 session_expires_at_ms: session_expires_at,
@@ -280,35 +311,44 @@ impl Auth {
             now_ms,
         )
     }
+}
 
-    /// Signs an access token for `user_id` (capped at the session's end) to go with
-    /// the session's new refresh token.
-    pub(super) fn issue_pair(
-        &self,
-        user_id: &str,
-        effective_roles: &RoleList,
-        session: SessionRefresh<'_>,
-        now_ms: i64,
-    ) -> DomainResult<IssuedTokens> {
-        let SessionRefresh {
-            session_id,
-            session_expires_at_ms,
-            refresh,
-            refresh_expires_at_ms,
-        } = session;
-        let now = now_ms / 1000;
-        let expires_at =
-            (now + self.settings.access_ttl.as_secs() as i64).min(session_expires_at_ms / 1000);
-        let roles = effective_roles.iter().map(|r| r.to_string()).collect();
-        let access = self
-            .tokens
-            .issue(&self.keys, user_id, session_id, roles, now_ms, expires_at)
-            .map_err(DomainError::internal)?;
-        Ok(IssuedTokens {
-            access_token: Secret::new(access),
-            refresh_token: refresh,
-            expires_in: expires_at - now,
-            refresh_expires_in: (refresh_expires_at_ms - now_ms) / 1000,
-        })
-    }
+/// What a successful login answers.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub tokens: IssuedTokens,
+    pub user: User,
+}
+
+/// Signs an access token for `user_id` (capped at the session's end) to go with the
+/// session's new refresh token.
+pub(super) fn issue_pair(
+    ctx: &Context,
+    user_id: &str,
+    effective_roles: &RoleList,
+    session: SessionRefresh<'_>,
+    now_ms: i64,
+) -> DomainResult<IssuedTokens> {
+    let SessionRefresh {
+        session_id,
+        session_expires_at_ms,
+        refresh,
+        refresh_expires_at_ms,
+    } = session;
+    let now = now_ms.div_euclid(1000);
+    let expires_at =
+        (now + ctx.settings.access_ttl.as_secs() as i64).min(session_expires_at_ms / 1000);
+    let access = ctx.hot.sign(AccessGrant {
+        user_id,
+        session_id,
+        roles: effective_roles.iter().map(|r| r.to_string()).collect(),
+        issued_at_ms: now_ms,
+        expires_at,
+    })?;
+    Ok(IssuedTokens {
+        access_token: Secret::new(access),
+        refresh_token: refresh,
+        expires_in: expires_at - now,
+        refresh_expires_in: (refresh_expires_at_ms - now_ms) / 1000,
+    })
 }

@@ -1,59 +1,142 @@
 //! The audit trail: every security-relevant event becomes a row in `audit_events`
 //! and a structured log line (target `audit`). Never a password, token or hash.
 
-use super::{service::Auth, unix_now_ms};
-use crate::store::AuditEvent;
+use super::caller::Caller;
+use crate::{
+    clock::Clock,
+    store::{AuditEvent, Store},
+};
 
-/// Who is calling, as far as the transport knows.
-#[derive(Clone, Debug, Default)]
-pub struct Caller {
-    /// The authenticated user, for admin calls.
-    pub actor: Option<String>,
-    /// The peer's address.
-    pub peer: Option<String>,
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Register,
+    Login,
+    RefreshReuse,
+    Logout,
+    AssignRole,
+    RevokeRole,
+    /// A refused change of the active flag (the last-admin rule).
+    SetActive,
+    Activate,
+    Deactivate,
+    RevokeSessions,
+    CreateApiKey,
+    RevokeApiKey,
+    ApiKeyFirstUse,
 }
 
-impl Caller {
-    /// The actor when it is a user (not, say, "cli").
-    pub fn user_id(&self) -> Option<String> {
-        self.actor
-            .as_deref()
-            .filter(|a| uuid::Uuid::parse_str(a).is_ok())
-            .map(str::to_owned)
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Register => "register",
+            Action::Login => "login",
+            Action::RefreshReuse => "refresh_reuse",
+            Action::Logout => "logout",
+            Action::AssignRole => "assign_role",
+            Action::RevokeRole => "revoke_role",
+            Action::SetActive => "set_active",
+            Action::Activate => "activate",
+            Action::Deactivate => "deactivate",
+            Action::RevokeSessions => "revoke_sessions",
+            Action::CreateApiKey => "create_api_key",
+            Action::RevokeApiKey => "revoke_api_key",
+            Action::ApiKeyFirstUse => "api_key_first_use",
+        }
     }
 }
 
-impl Auth {
+/// How it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    FailedAndLocked,
+    Throttled,
+    Deactivated,
+    SessionEnded,
+    RefusedLastAdmin,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::FailedAndLocked => "failed_and_locked",
+            Outcome::Throttled => "throttled",
+            Outcome::Deactivated => "deactivated",
+            Outcome::SessionEnded => "session_ended",
+            Outcome::RefusedLastAdmin => "refused_last_admin",
+        }
+    }
+}
+
+/// One event to record.
+#[derive(Debug)]
+pub struct Event<'a> {
+    pub action: Action,
+    pub outcome: Outcome,
+    pub subject: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(action: Action, outcome: Outcome) -> Self {
+        Event {
+            action,
+            outcome,
+            subject: None,
+            detail: None,
+        }
+    }
+
+    pub fn subject(mut self, subject: &'a str) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    pub fn detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// Writes events; see the module docs.
+pub struct Audit {
+    store: Store,
+    clock: Clock,
+}
+
+impl Audit {
+    pub fn new(store: Store, clock: Clock) -> Self {
+        Audit { store, clock }
+    }
+
     /// Records an event. A failure to store it is logged, never shown to the caller:
     /// the action it describes has already happened.
-    pub(crate) async fn audit(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        outcome: &'static str,
-        subject: Option<&str>,
-        detail: Option<String>,
-    ) {
+    pub async fn record(&self, caller: &Caller, event: Event<'_>) {
+        let (action, outcome) = (event.action.as_str(), event.outcome.as_str());
         tracing::info!(
             target: "audit",
             action,
             outcome,
-            actor = caller.actor.as_deref().unwrap_or("-"),
-            subject = subject.unwrap_or("-"),
+            actor = caller.actor_label().unwrap_or("-"),
+            subject = event.subject.unwrap_or("-"),
             peer = caller.peer.as_deref().unwrap_or("-"),
-            detail = detail.as_deref().unwrap_or(""),
+            detail = event.detail.as_deref().unwrap_or(""),
             "audit"
         );
-        let event = AuditEvent {
-            at: unix_now_ms(),
+        let row = AuditEvent {
+            at: self.clock.now_ms(),
             action,
             outcome,
-            actor: caller.actor.clone(),
-            subject: subject.map(str::to_owned),
+            actor: caller.actor_label().map(str::to_owned),
+            subject: event.subject.map(str::to_owned),
             peer: caller.peer.clone(),
-            detail,
+            detail: event.detail,
         };
-        if let Err(err) = self.store.insert_audit(event).await {
+        if let Err(err) = self.store.insert_audit(row).await {
             tracing::warn!(error = %err, action, "could not store an audit event");
         }
     }

@@ -1,29 +1,109 @@
-//! The domain: accounts, passwords, tokens and keys, sessions, roles, throttling and
-//! the memory views of the hot path. Knows neither protobuf nor tonic; talks to the
-//! database only through `store`.
+//! The domain: what authd does, apart from how it is called and where it is kept.
+//! Knows neither protobuf nor tonic; talks to the database only through `store`.
+//!
+//! Two paths with opposite needs (see DESIGN.md):
+//! - [`hot`]: `ValidateToken` and `CheckRole`, from memory, behind one owner,
+//!   [`hot::HotPath`];
+//! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
+//!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
+//!   administration and who may do it), [`api_keys::ApiKeys`]. They write to the
+//!   database, then tell the hot path what changed; they never reach into its parts.
+//!
+//! [`Domain`] is all of them, built once at start-up.
 
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod caller;
+mod context;
 pub mod error;
-pub mod feed;
-pub mod keys;
+pub mod hot;
+pub mod model;
 pub mod paging;
 pub mod passwords;
-pub mod roles;
 pub mod secrets;
-pub mod service;
 pub mod sessions;
-pub mod tokens;
-pub mod validate;
+pub mod signing_keys;
 pub mod validation;
-pub mod views;
+
+use std::{sync::Arc, time::Duration};
 
 pub use error::{DomainError, DomainResult};
-pub use service::{Auth, AuthSettings};
 
-/// Wall-clock time as Unix milliseconds, the unit of every stored time.
-pub fn unix_now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+use self::{
+    accounts::Accounts, admin::Admin, api_keys::ApiKeys, context::Context, hot::HotPath,
+    passwords::PasswordHasher, sessions::Sessions,
+};
+use crate::{clock::Clock, store::Store};
+
+/// The lifetimes and limits the slow path enforces.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_max_ttl: Duration,
+    pub login_max_failures: u32,
+    pub login_lockout: Duration,
+}
+
+/// Every capability, sharing one store, one hot path and one clock.
+#[derive(Clone)]
+pub struct Domain {
+    pub hot: HotPath,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub admin: Admin,
+    pub api_keys: ApiKeys,
+    context: Arc<Context>,
+}
+
+impl Domain {
+    pub fn new(
+        store: Store,
+        hot: HotPath,
+        hasher: PasswordHasher,
+        settings: AuthSettings,
+        clock: Clock,
+    ) -> Self {
+        let context = Arc::new(Context::new(store, hot.clone(), hasher, settings, clock));
+        let sessions = Sessions::new(context.clone());
+        Domain {
+            accounts: Accounts::new(context.clone()),
+            admin: Admin::new(context.clone(), sessions.clone()),
+            api_keys: ApiKeys::new(context.clone()),
+            sessions,
+            hot,
+            context,
+        }
+    }
+
+    /// Sets the state gauges: hashing pool, memory views, database pool.
+    pub async fn sample_gauges(&self) {
+        let hasher = &self.context.hasher;
+        metrics::gauge!("authd_hash_queue_depth").set(hasher.waiting() as f64);
+        metrics::gauge!("authd_hash_in_flight").set(hasher.in_flight() as f64);
+        let hot = self.hot.stats();
+        metrics::gauge!("authd_view_staleness_seconds").set(hot.staleness_ms as f64 / 1000.0);
+        metrics::gauge!("authd_ended_sessions_tracked").set(hot.ended_sessions as f64);
+        metrics::gauge!("authd_token_cache_entries").set(hot.cached_tokens as f64);
+        let pool = self.context.store.pool_stats();
+        metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(pool.idle as f64);
+        metrics::gauge!("authd_db_pool_connections", "state" => "in_use")
+            .set(pool.open.saturating_sub(pool.idle) as f64);
+        let now_ms = self.context.clock.now_ms();
+        let live = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.context.store.count_live_sessions(now_ms),
+        )
+        .await;
+        if let Ok(Ok(live)) = live {
+            metrics::gauge!("authd_live_sessions").set(live as f64);
+        }
+    }
+
+    /// Closes the database connections (after the last call has finished).
+    pub async fn close(self) {
+        self.context.store.clone().close().await;
+    }
 }

@@ -26,6 +26,15 @@ pub fn encode(created_at: i64, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{VERSION}:{created_at}:{id}"))
 }
 
+/// The token of the page after one whose last item is at `last`; empty when there
+/// is no more.
+pub fn next_token(has_more: bool, last: Option<(i64, &str)>) -> String {
+    match last {
+        Some((created_at, id)) if has_more => encode(created_at, id),
+        _ => String::new(),
+    }
+}
+
 /// `None` for the first page; `INVALID_ARGUMENT` for anything we did not issue.
 pub fn decode(token: &str) -> DomainResult<Option<(i64, String)>> {
     if token.is_empty() {

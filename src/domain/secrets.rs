@@ -46,10 +46,17 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Hex SHA-256 of a high-entropy secret: a fast hash is right for 256 random bits.
-pub fn sha256_hex(secret: &str) -> String {
+/// SHA-256 of a text: how high-entropy secrets (refresh tokens, API keys, reset
+/// tokens) are looked up, and how cache keys are made. A fast hash is right for
+/// 256 random bits; passwords go to argon2id instead.
+pub fn digest(text: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// [`digest`] in hex, as the store keeps it.
+pub fn digest_hex(text: &str) -> String {
+    hex::encode(digest(text))
 }
 
 /// `bytes` random bytes from the OS generator, base64url without padding.

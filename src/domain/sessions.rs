@@ -1,13 +1,16 @@
 //! Sessions after login: refresh-token rotation with reuse detection, logout, and
 //! ending every session of a user.
 
+use std::sync::Arc;
+
 use super::{
-    accounts::{IssuedTokens, SessionRefresh},
-    audit::Caller,
+    accounts::{issue_pair, IssuedTokens, SessionRefresh},
+    audit::{Action, Event, Outcome},
+    caller::Caller,
+    context::Context,
     error::{DomainError, DomainResult},
-    secrets::{random_token, sha256_hex, Secret},
-    service::Auth,
-    unix_now_ms, validation,
+    secrets::{digest_hex, random_token, Secret},
+    validation,
 };
 use crate::store::{ChangeKind, RefreshSpend, Rotation};
 
@@ -22,16 +25,27 @@ fn check_refresh_token(token: &Secret) -> DomainResult<()> {
     Ok(())
 }
 
-impl Auth {
+/// Refresh, logout, and ending a user's sessions.
+#[derive(Clone)]
+pub struct Sessions {
+    ctx: Arc<Context>,
+}
+
+impl Sessions {
+    pub(super) fn new(ctx: Arc<Context>) -> Self {
+        Sessions { ctx }
+    }
+
     /// Spends `refresh` and returns a new pair in the same session. A token spent
     /// before is taken as stolen: the call fails and the whole session ends.
     pub async fn refresh(&self, caller: &Caller, refresh: Secret) -> DomainResult<IssuedTokens> {
         check_refresh_token(&refresh)?;
-        let now_ms = unix_now_ms();
+        let ctx = &self.ctx;
+        let now_ms = ctx.now_ms();
         let next = Secret::new(random_token(32));
-        let next_expires_at = now_ms + self.settings.refresh_ttl.as_millis() as i64;
-        let (old_hash, new_hash) = (sha256_hex(refresh.expose()), sha256_hex(next.expose()));
-        let spend = self
+        let next_expires_at = now_ms + ctx.settings.refresh_ttl.as_millis() as i64;
+        let (old_hash, new_hash) = (digest_hex(refresh.expose()), digest_hex(next.expose()));
+        let spend = ctx
             .store
             .rotate_refresh(Rotation {
                 old_hash: &old_hash,
@@ -48,17 +62,17 @@ impl Auth {
                 newly_ended,
             } => {
                 if newly_ended {
-                    self.feed.apply(ChangeKind::SessionEnded, &session_id).await;
+                    ctx.hot.apply(ChangeKind::SessionEnded, &session_id).await;
                 }
                 tracing::warn!(user = %user_id, session = %session_id, "spent refresh token presented again; session ended");
-                self.audit(
-                    caller,
-                    "refresh_reuse",
-                    "session_ended",
-                    Some(&user_id),
-                    Some(format!("session={session_id}")),
-                )
-                .await;
+                ctx.audit
+                    .record(
+                        caller,
+                        Event::new(Action::RefreshReuse, Outcome::SessionEnded)
+                            .subject(&user_id)
+                            .detail(format!("session={session_id}")),
+                    )
+                    .await;
                 return Err(DomainError::InvalidRefreshToken);
             }
             RefreshSpend::Invalid => return Err(DomainError::InvalidRefreshToken),
@@ -66,11 +80,13 @@ impl Auth {
         // The user comes from the view the hot path keeps fresh: deactivation ends
         // the user's sessions in the same transaction, so the spend above already
         // refused a deactivated user's token; roles may be as stale as the view.
-        let user = self
+        let user = ctx
+            .hot
             .active_user(&rotated.user_id)
             .await?
             .ok_or(DomainError::InvalidRefreshToken)?;
-        self.issue_pair(
+        issue_pair(
+            ctx,
             &rotated.user_id,
             &user.effective_roles,
             SessionRefresh {
@@ -90,36 +106,36 @@ impl Auth {
         if refresh.expose().len() > MAX_REFRESH_TOKEN_BYTES {
             return Ok(());
         }
-        let ended = self
+        let ctx = &self.ctx;
+        let ended = ctx
             .store
-            .end_session_by_refresh(&sha256_hex(refresh.expose()), "logout", unix_now_ms())
+            .end_session_by_refresh(&digest_hex(refresh.expose()), "logout", ctx.now_ms())
             .await?;
         if let Some(end) = ended {
-            self.feed
+            ctx.hot
                 .apply(ChangeKind::SessionEnded, &end.session_id)
                 .await;
-            self.audit(
-                caller,
-                "logout",
-                "ok",
-                Some(&end.user_id),
-                Some(format!("session={}", end.session_id)),
-            )
-            .await;
+            ctx.audit
+                .record(
+                    caller,
+                    Event::new(Action::Logout, Outcome::Ok)
+                        .subject(&end.user_id)
+                        .detail(format!("session={}", end.session_id)),
+                )
+                .await;
         }
         Ok(())
     }
 
     /// Ends every live session of a user; answers how many.
     pub async fn end_sessions_of(&self, user_id: &str, reason: &str) -> DomainResult<u64> {
-        let ended = self
+        let ctx = &self.ctx;
+        let ended = ctx
             .store
-            .end_sessions_of_user(user_id, reason, unix_now_ms())
+            .end_sessions_of_user(user_id, reason, ctx.now_ms())
             .await?;
         if ended > 0 {
-            self.feed
-                .apply(ChangeKind::UserSessionsEnded, user_id)
-                .await;
+            ctx.hot.apply(ChangeKind::UserSessionsEnded, user_id).await;
         }
         Ok(ended)
     }

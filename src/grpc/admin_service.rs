@@ -1,38 +1,23 @@
-//! `auth.v1.AdminService`: every call is authorised first, in one place
-//! ([`AdminApi::admin`]), then handed to the domain.
+//! `auth.v1.AdminService`: every call arrives authorised by
+//! [`super::authenticate::AuthenticateLayer`]; each handler takes the caller it put
+//! in the request and hands the call to the domain.
 
 use tonic::{Request, Response, Status};
 
 use super::{
+    authenticate::admin_caller,
     convert,
     pb::{self, admin_service_server::AdminService},
 };
-use crate::domain::{audit::Caller, Auth};
+use crate::domain::{api_keys::NewKey, Domain};
 
 pub struct AdminApi {
-    auth: Auth,
+    domain: Domain,
 }
 
 impl AdminApi {
-    pub fn new(auth: Auth) -> Self {
-        AdminApi { auth }
-    }
-
-    /// Authorises the call (an access token of a user holding `admin` now) and
-    /// answers who is calling, for the audit trail.
-    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let authorization =
-            match request.metadata().get("authorization") {
-                Some(value) => Some(value.to_str().map_err(|_| {
-                    Status::unauthenticated("the authorization metadata is not text")
-                })?),
-                None => None,
-            };
-        let principal = self.auth.authorize_admin(authorization).await?;
-        Ok(Caller {
-            actor: Some(principal.subject_id().to_owned()),
-            peer: super::peer(request),
-        })
+    pub fn new(domain: Domain) -> Self {
+        AdminApi { domain }
     }
 }
 
@@ -42,9 +27,9 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        self.admin(&request).await?;
+        admin_caller(&request)?;
         let r = request.into_inner();
-        let user = self.auth.get_user(&r.user_id, &r.username).await?;
+        let user = self.domain.admin.get_user(&r.user_id, &r.username).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(convert::user(user)),
         }))
@@ -54,12 +39,16 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.admin(&request).await?;
+        admin_caller(&request)?;
         let r = request.into_inner();
-        let (users, next_page_token) = self.auth.list_users(r.page_size, &r.page_token).await?;
+        let page = self
+            .domain
+            .admin
+            .list_users(r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListUsersResponse {
-            users: users.into_iter().map(convert::user).collect(),
-            next_page_token,
+            users: page.items.into_iter().map(convert::user).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -67,9 +56,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::AssignRoleRequest>,
     ) -> Result<Response<pb::AssignRoleResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let r = request.into_inner();
-        let user = self.auth.assign_role(&caller, &r.user_id, &r.role).await?;
+        let user = self
+            .domain
+            .admin
+            .assign_role(&caller, &r.user_id, &r.role)
+            .await?;
         Ok(Response::new(pb::AssignRoleResponse {
             user: Some(convert::user(user)),
         }))
@@ -79,9 +72,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RevokeRoleRequest>,
     ) -> Result<Response<pb::RevokeRoleResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let r = request.into_inner();
-        let user = self.auth.revoke_role(&caller, &r.user_id, &r.role).await?;
+        let user = self
+            .domain
+            .admin
+            .revoke_role(&caller, &r.user_id, &r.role)
+            .await?;
         Ok(Response::new(pb::RevokeRoleResponse {
             user: Some(convert::user(user)),
         }))
@@ -91,10 +88,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::SetUserActiveRequest>,
     ) -> Result<Response<pb::SetUserActiveResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let r = request.into_inner();
         let user = self
-            .auth
+            .domain
+            .admin
             .set_user_active(&caller, &r.user_id, r.active)
             .await?;
         Ok(Response::new(pb::SetUserActiveResponse {
@@ -106,9 +104,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RevokeSessionsRequest>,
     ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let revoked = self
-            .auth
+            .domain
+            .admin
             .revoke_sessions(&caller, &request.get_ref().user_id)
             .await?;
         Ok(Response::new(pb::RevokeSessionsResponse {
@@ -120,11 +119,19 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let r = request.into_inner();
         let issued = self
-            .auth
-            .create_api_key(&caller, &r.name, r.roles, r.ttl_seconds)
+            .domain
+            .api_keys
+            .create(
+                &caller,
+                NewKey {
+                    name: &r.name,
+                    roles: r.roles,
+                    ttl_seconds: r.ttl_seconds,
+                },
+            )
             .await?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             api_key: issued.secret.into_inner(),
@@ -136,12 +143,16 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        self.admin(&request).await?;
+        admin_caller(&request)?;
         let r = request.into_inner();
-        let (keys, next_page_token) = self.auth.list_api_keys(r.page_size, &r.page_token).await?;
+        let page = self
+            .domain
+            .api_keys
+            .list(r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListApiKeysResponse {
-            keys: keys.into_iter().map(convert::api_key).collect(),
-            next_page_token,
+            keys: page.items.into_iter().map(convert::api_key).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -149,10 +160,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        let caller = self.admin(&request).await?;
+        let caller = admin_caller(&request)?;
         let key = self
-            .auth
-            .revoke_api_key(&caller, &request.get_ref().key_id)
+            .domain
+            .api_keys
+            .revoke(&caller, &request.get_ref().key_id)
             .await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {
             key: Some(convert::api_key(key)),

@@ -8,18 +8,18 @@ use super::{
 };
 use crate::domain::{
     accounts::Registration,
-    audit::Caller,
+    caller::Caller,
     secrets::{Password, Secret},
-    Auth,
+    Domain,
 };
 
 pub struct AuthApi {
-    auth: Auth,
+    domain: Domain,
 }
 
 impl AuthApi {
-    pub fn new(auth: Auth) -> Self {
-        AuthApi { auth }
+    pub fn new(domain: Domain) -> Self {
+        AuthApi { domain }
     }
 }
 
@@ -32,7 +32,8 @@ impl AuthService for AuthApi {
         let caller = caller(&request);
         let r = request.into_inner();
         let user = self
-            .auth
+            .domain
+            .accounts
             .register(
                 &caller,
                 Registration {
@@ -55,13 +56,14 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let caller = caller(&request);
         let r = request.into_inner();
-        let (tokens, user) = self
-            .auth
+        let logged_in = self
+            .domain
+            .accounts
             .login(&caller, &r.username, Password::new(r.password))
             .await?;
         Ok(Response::new(pb::LoginResponse {
-            tokens: Some(convert::token_pair(tokens)),
-            user: Some(convert::user(user)),
+            tokens: Some(convert::token_pair(logged_in.tokens)),
+            user: Some(convert::user(logged_in.user)),
         }))
     }
 
@@ -71,7 +73,8 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::RefreshResponse>, Status> {
         let caller = caller(&request);
         let tokens = self
-            .auth
+            .domain
+            .sessions
             .refresh(&caller, Secret::new(request.into_inner().refresh_token))
             .await?;
         Ok(Response::new(pb::RefreshResponse {
@@ -83,15 +86,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
-        let principal = self.auth.validate(&request.get_ref().token).await?;
-        Ok(Response::new(pb::ValidateTokenResponse {
-            user_id: principal.subject_id().to_owned(),
-            username: principal.name().to_owned(),
-            roles: principal.roles().iter().map(|r| r.to_string()).collect(),
-            session_id: principal.session_id().to_owned(),
-            expires_at: principal.expires_at().map(convert::timestamp_secs),
-            issued_at: Some(convert::timestamp_secs(principal.issued_at())),
-        }))
+        let principal = self.domain.hot.validate(&request.get_ref().token).await?;
+        Ok(Response::new(convert::validated(&principal)))
     }
 
     async fn check_role(
@@ -99,10 +95,10 @@ impl AuthService for AuthApi {
         request: Request<pb::CheckRoleRequest>,
     ) -> Result<Response<pb::CheckRoleResponse>, Status> {
         let r = request.get_ref();
-        let (allowed, principal) = self.auth.check_role(&r.token, &r.role).await?;
+        let check = self.domain.hot.check_role(&r.token, &r.role).await?;
         Ok(Response::new(pb::CheckRoleResponse {
-            allowed,
-            user_id: principal.subject_id().to_owned(),
+            allowed: check.allowed,
+            user_id: check.principal.subject_id().to_owned(),
         }))
     }
 
@@ -111,7 +107,8 @@ impl AuthService for AuthApi {
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let caller = caller(&request);
-        self.auth
+        self.domain
+            .sessions
             .logout(&caller, Secret::new(request.into_inner().refresh_token))
             .await?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -122,14 +119,12 @@ impl AuthService for AuthApi {
         _: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse {
-            jwks_json: self.auth.jwks_json(),
+            jwks_json: self.domain.hot.jwks_json(),
         }))
     }
 }
 
+/// AuthService needs no credentials: its callers are known by their address only.
 fn caller<T>(request: &Request<T>) -> Caller {
-    Caller {
-        actor: None,
-        peer: super::peer(request),
-    }
+    Caller::anonymous(request.remote_addr().map(|addr| addr.to_string()))
 }

@@ -1,11 +1,12 @@
-//! Domain and store values as protobuf messages.
+//! Domain values as protobuf messages. The transport never sees a store row.
 
 use prost_types::Timestamp;
 
 use super::pb;
-use crate::{
-    domain::accounts::IssuedTokens,
-    store::{entities::api_key, UserWithRoles},
+use crate::domain::{
+    accounts::IssuedTokens,
+    hot::Principal,
+    model::{ApiKey, User},
 };
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
@@ -22,15 +23,15 @@ pub fn timestamp_secs(secs: i64) -> Timestamp {
     }
 }
 
-pub fn user(row: UserWithRoles) -> pb::User {
+pub fn user(user: User) -> pb::User {
     pb::User {
-        id: row.user.id,
-        username: row.user.username,
-        email: row.user.email,
-        full_name: row.user.full_name,
-        roles: row.roles,
-        active: row.user.active,
-        created_at: Some(timestamp_ms(row.user.created_at)),
+        id: user.id,
+        username: user.username,
+        email: user.email,
+        full_name: user.full_name,
+        roles: user.roles,
+        active: user.active,
+        created_at: Some(timestamp_ms(user.created_at_ms)),
     }
 }
 
@@ -44,16 +45,27 @@ pub fn token_pair(tokens: IssuedTokens) -> pb::TokenPair {
     }
 }
 
-pub fn api_key(row: api_key::Model) -> pb::ApiKey {
+pub fn api_key(key: ApiKey) -> pb::ApiKey {
     pb::ApiKey {
-        roles: row.role_list(),
-        id: row.id,
-        name: row.name,
-        prefix: row.prefix,
-        created_at: Some(timestamp_ms(row.created_at)),
-        expires_at: row.expires_at.map(timestamp_ms),
-        last_used_at: row.last_used_at.map(timestamp_ms),
-        revoked: row.revoked_at.is_some(),
-        created_by: row.created_by.unwrap_or_default(),
+        id: key.id,
+        name: key.name,
+        prefix: key.prefix,
+        roles: key.roles,
+        created_at: Some(timestamp_ms(key.created_at_ms)),
+        expires_at: key.expires_at_ms.map(timestamp_ms),
+        last_used_at: key.last_used_at_ms.map(timestamp_ms),
+        revoked: key.revoked,
+        created_by: key.created_by.unwrap_or_default(),
+    }
+}
+
+pub fn validated(principal: &Principal) -> pb::ValidateTokenResponse {
+    pb::ValidateTokenResponse {
+        user_id: principal.subject_id().to_owned(),
+        username: principal.name().to_owned(),
+        roles: principal.roles().iter().map(|r| r.to_string()).collect(),
+        session_id: principal.session_id().to_owned(),
+        expires_at: principal.expires_at().map(timestamp_secs),
+        issued_at: Some(timestamp_secs(principal.issued_at())),
     }
 }

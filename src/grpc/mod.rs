@@ -1,10 +1,13 @@
 //! Transport: the gRPC services. Knows protobuf and tonic; turns requests into
-//! domain calls and domain answers into messages. Errors become `tonic::Status` in
-//! exactly one place, `status.rs`.
+//! domain calls and domain values into messages. Callers are authenticated once, at
+//! the edge (`authenticate.rs`); errors become `tonic::Status` in exactly one place,
+//! `status.rs`. Nothing here imports the store.
 
 pub mod admin_service;
 pub mod auth_service;
+pub mod authenticate;
 mod convert;
+pub mod message_limit;
 pub mod observe;
 pub mod status;
 
@@ -16,11 +19,6 @@ pub mod pb {
 
 /// The encoded descriptors of our protos, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
-
-/// The caller's address, for the audit trail.
-fn peer<T>(request: &tonic::Request<T>) -> Option<String> {
-    request.remote_addr().map(|addr| addr.to_string())
-}
 
 /// Request metadata (all headers together) larger than this is refused.
 pub const MAX_METADATA_BYTES: u32 = 16 * 1024;

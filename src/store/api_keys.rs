@@ -8,11 +8,10 @@ use sea_orm::{
 use super::{
     changes::{self, ChangeKind},
     entities::api_key,
+    locks::{self, AdvisoryLock},
+    paging::Page,
     Store, StoreError,
 };
-
-/// Serialises "is this name free?" with the insert on PostgreSQL.
-const API_KEY_NAME_LOCK: i64 = 0x6175_7468_6400_0005;
 
 #[derive(Debug)]
 pub struct NewApiKey {
@@ -24,12 +23,6 @@ pub struct NewApiKey {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub created_by: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct ApiKeyPage {
-    pub keys: Vec<api_key::Model>,
-    pub has_more: bool,
 }
 
 fn live(now_ms: i64) -> Condition {
@@ -46,7 +39,7 @@ impl Store {
     /// Inserts a key; `Conflict` when a live key already has the name.
     pub async fn insert_api_key(&self, new: NewApiKey) -> Result<api_key::Model, StoreError> {
         let txn = self.begin_write().await?;
-        changes::serialize(&txn, self.backend, API_KEY_NAME_LOCK).await?;
+        locks::serialize(&txn, self.backend, AdvisoryLock::ApiKeyName).await?;
         let taken = api_key::Entity::find()
             .filter(api_key::Column::Name.eq(&new.name))
             .filter(live(new.created_at))
@@ -111,7 +104,7 @@ impl Store {
         &self,
         after: Option<(i64, String)>,
         limit: u64,
-    ) -> Result<ApiKeyPage, StoreError> {
+    ) -> Result<Page<api_key::Model>, StoreError> {
         let mut query = api_key::Entity::find()
             .order_by_asc(api_key::Column::CreatedAt)
             .order_by_asc(api_key::Column::Id)
@@ -123,10 +116,7 @@ impl Store {
                 after,
             ));
         }
-        let mut keys = query.all(&self.reader).await?;
-        let has_more = keys.len() as u64 > limit;
-        keys.truncate(limit as usize);
-        Ok(ApiKeyPage { keys, has_more })
+        Ok(Page::from_rows(query.all(&self.reader).await?, limit))
     }
 
     /// Revokes a key (a revoked key stays revoked as of its first revocation).

@@ -1,6 +1,6 @@
 //! The audit trail table.
 
-use sea_orm::{EntityTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{EntityTrait, Set};
 
 use super::{entities::audit_event, Store, StoreError};
 
@@ -32,14 +32,5 @@ impl Store {
         .exec_without_returning(&self.writer)
         .await?;
         Ok(())
-    }
-
-    /// The newest events first.
-    pub async fn recent_audit(&self, limit: u64) -> Result<Vec<audit_event::Model>, StoreError> {
-        Ok(audit_event::Entity::find()
-            .order_by_desc(audit_event::Column::Id)
-            .limit(limit)
-            .all(&self.reader)
-            .await?)
     }
 }

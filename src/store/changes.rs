@@ -2,15 +2,14 @@
 //! reload. Appended in the same transaction as the change itself.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::{entities::change, Backend, Store, StoreError};
-
-/// Serialises appends on PostgreSQL, so that sequence order is commit order and a
-/// poller that has read up to `seq` can never later find a smaller one committed.
-const CHANGE_LOCK: i64 = 0x6175_7468_6400_0002;
+use super::{
+    entities::change,
+    locks::{self, AdvisoryLock},
+    Backend, Store, StoreError,
+};
 
 /// What changed. The subject is the id named in each variant's comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,23 +49,14 @@ impl ChangeKind {
     }
 }
 
-/// Serialises transactions that must not interleave on PostgreSQL (for example two
-/// demotions that could each leave the other as the last admin). SQLite has one
-/// writer at a time already.
-pub(super) async fn serialize(
-    txn: &DatabaseTransaction,
-    backend: Backend,
-    lock: i64,
-) -> Result<(), StoreError> {
-    if backend == Backend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock})"))
-            .await?;
-    }
-    Ok(())
+/// One row of the feed.
+#[derive(Clone, Debug)]
+pub struct ChangeRow {
+    pub seq: i64,
+    /// `None` for a kind this version does not know (a newer replica wrote it).
+    pub kind: Option<ChangeKind>,
+    pub subject: String,
 }
-
-/// Lock key for changes to who holds the guarded (admin) role.
-pub(super) const ADMIN_LOCK: i64 = 0x6175_7468_6400_0003;
 
 /// Appends a change row inside `txn`.
 pub(super) async fn append(
@@ -76,7 +66,7 @@ pub(super) async fn append(
     subject: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    serialize(txn, backend, CHANGE_LOCK).await?;
+    locks::serialize(txn, backend, AdvisoryLock::ChangeFeed).await?;
     change::Entity::insert(change::ActiveModel {
         kind: Set(kind.as_str().to_owned()),
         subject: Set(subject.to_owned()),
@@ -106,7 +96,7 @@ impl Store {
         &self,
         cursor: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, Option<ChangeKind>, String)>, StoreError> {
+    ) -> Result<Vec<ChangeRow>, StoreError> {
         let rows = change::Entity::find()
             .filter(change::Column::Seq.gt(cursor))
             .order_by_asc(change::Column::Seq)
@@ -115,7 +105,11 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.seq, ChangeKind::parse(&row.kind), row.subject))
+            .map(|row| ChangeRow {
+                seq: row.seq,
+                kind: ChangeKind::parse(&row.kind),
+                subject: row.subject,
+            })
             .collect())
     }
 

@@ -7,10 +7,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Store, StoreError};
-
-/// Arbitrary but fixed: every replica takes this advisory lock around migrations.
-const MIGRATION_LOCK: i64 = 0x6175_7468_6400_0001;
+use super::{locks::AdvisoryLock, Store, StoreError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -185,10 +182,11 @@ impl Store {
             Backend::Postgres => {
                 // Advisory locks belong to a connection, so take one of our own.
                 let conn = self.dedicated_connection().await?;
-                let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+                let key = AdvisoryLock::Migrations.key();
+                let lock = format!("SELECT pg_advisory_lock({key})");
                 conn.execute_unprepared(&lock).await?;
                 let result = Migrator::up(&conn, None).await;
-                let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+                let unlock = format!("SELECT pg_advisory_unlock({key})");
                 let _ = conn.execute_unprepared(&unlock).await;
                 let _ = conn.close().await;
                 result.map_err(StoreError::from)

@@ -7,11 +7,9 @@ use sea_orm::{
 use super::{
     changes::{self, ChangeKind},
     entities::signing_key,
+    locks::{self, AdvisoryLock},
     Store, StoreError,
 };
-
-/// Lock key that makes "create the first key" happen once across replicas.
-const FIRST_KEY_LOCK: i64 = 0x6175_7468_6400_0004;
 
 impl Store {
     /// Keys still published: not retired, or retired after `retired_after_ms`.
@@ -33,7 +31,7 @@ impl Store {
     /// Inserts `key` unless an active key exists already; answers whether it did.
     pub async fn insert_first_key(&self, key: signing_key::Model) -> Result<bool, StoreError> {
         let txn = self.begin_write().await?;
-        changes::serialize(&txn, self.backend, FIRST_KEY_LOCK).await?;
+        locks::serialize(&txn, self.backend, AdvisoryLock::FirstSigningKey).await?;
         let active = signing_key::Entity::find()
             .filter(signing_key::Column::RetiredAt.is_null())
             .count(&txn)

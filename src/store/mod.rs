@@ -12,20 +12,29 @@ mod changes;
 mod connect;
 mod error;
 mod keys;
+mod locks;
 mod login_failures;
 mod paging;
 mod sessions;
 mod users;
 
-pub use api_keys::{ApiKeyPage, NewApiKey};
+pub use api_keys::NewApiKey;
 pub use audit::AuditEvent;
-pub use changes::ChangeKind;
+pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
+pub use paging::Page;
 pub use sessions::{NewSession, RefreshSpend, Rotation, SessionEnd};
-pub use users::{NewUser, UserPage, UserWithRoles};
+pub use users::{Activation, NewUser, Taken, UserWithRoles, Withdrawal};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+
+/// Connections in the pool(s).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    pub open: usize,
+    pub idle: usize,
+}
 
 /// Handles to the database. On SQLite all writes go through a one-connection pool
 /// so that writers queue in-process instead of failing with `SQLITE_BUSY`; on
@@ -55,14 +64,9 @@ impl Store {
         Ok(txn)
     }
 
-    /// A cheap round trip, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.reader.ping().await.map_err(StoreError::from)
-    }
-
-    /// Connections open and idle in the pool(s): (open, idle).
-    pub fn pool_stats(&self) -> (u32, usize) {
-        match self.backend {
+    /// Connections open and idle in the pool(s).
+    pub fn pool_stats(&self) -> PoolStats {
+        let (open, idle) = match self.backend {
             Backend::Sqlite => {
                 let (r, w) = (
                     self.reader.get_sqlite_connection_pool(),
@@ -74,6 +78,10 @@ impl Store {
                 let pool = self.reader.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
+        };
+        PoolStats {
+            open: open as usize,
+            idle,
         }
     }
 

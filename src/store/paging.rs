@@ -3,6 +3,22 @@
 
 use sea_orm::{ColumnTrait, Condition};
 
+/// One page of rows, and whether more follow.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// From up to `limit + 1` rows: the extra one only says that more follow.
+    pub(super) fn from_rows(mut items: Vec<T>, limit: u64) -> Self {
+        let has_more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Page { items, has_more }
+    }
+}
+
 /// `created_at > at OR (created_at = at AND id > id)`.
 pub(super) fn after(
     created_at: impl ColumnTrait,

@@ -11,6 +11,8 @@ use sea_orm::{
 use super::{
     changes::{self, ChangeKind},
     entities::{role, user, user_role},
+    locks::{self, AdvisoryLock},
+    paging::Page,
     Store, StoreError,
 };
 
@@ -33,11 +35,31 @@ pub struct UserWithRoles {
     pub roles: Vec<String>,
 }
 
-/// One page of users, in (created_at, id) order.
-#[derive(Debug)]
-pub struct UserPage {
-    pub users: Vec<UserWithRoles>,
-    pub has_more: bool,
+/// Which of a username and an email is taken already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Username,
+    Email,
+    Neither,
+}
+
+/// How a withdrawal of a role ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Withdrawn, or not held in the first place.
+    Done,
+    /// Nothing changed: it would have left the guarded role without an active holder.
+    RefusedLastHolder,
+}
+
+/// How a change of the active flag ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Done {
+        sessions_ended: u64,
+    },
+    /// Nothing changed: it would have left the guarded role without an active holder.
+    RefusedLastHolder,
 }
 
 impl Store {
@@ -74,11 +96,7 @@ impl Store {
     }
 
     /// Which of a username and an email are already taken (case-insensitively).
-    pub async fn taken(
-        &self,
-        username_lc: &str,
-        email_lc: &str,
-    ) -> Result<(bool, bool), StoreError> {
+    pub async fn taken(&self, username_lc: &str, email_lc: &str) -> Result<Taken, StoreError> {
         let rows: Vec<(String, String)> = user::Entity::find()
             .select_only()
             .column(user::Column::UsernameLc)
@@ -91,10 +109,13 @@ impl Store {
             .into_tuple()
             .all(&self.reader)
             .await?;
-        Ok((
-            rows.iter().any(|(u, _)| u == username_lc),
-            rows.iter().any(|(_, e)| e == email_lc),
-        ))
+        Ok(if rows.iter().any(|(u, _)| u == username_lc) {
+            Taken::Username
+        } else if rows.iter().any(|(_, e)| e == email_lc) {
+            Taken::Email
+        } else {
+            Taken::Neither
+        })
     }
 
     /// The user whose username or email is `login_lc` (already lower-case).
@@ -195,7 +216,7 @@ impl Store {
         &self,
         after: Option<(i64, String)>,
         limit: u64,
-    ) -> Result<UserPage, StoreError> {
+    ) -> Result<Page<UserWithRoles>, StoreError> {
         let mut query = user::Entity::find()
             .order_by_asc(user::Column::CreatedAt)
             .order_by_asc(user::Column::Id)
@@ -207,9 +228,10 @@ impl Store {
                 after,
             ));
         }
-        let mut users = query.all(&self.reader).await?;
-        let has_more = users.len() as u64 > limit;
-        users.truncate(limit as usize);
+        let Page {
+            items: users,
+            has_more,
+        } = Page::from_rows(query.all(&self.reader).await?, limit);
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         let mut roles: HashMap<String, Vec<String>> = HashMap::new();
         for grant in user_role::Entity::find()
@@ -227,7 +249,10 @@ impl Store {
                 UserWithRoles { user, roles }
             })
             .collect();
-        Ok(UserPage { users, has_more })
+        Ok(Page {
+            items: users,
+            has_more,
+        })
     }
 
     /// Grants `role`; granting a held role changes nothing.
@@ -259,16 +284,16 @@ impl Store {
     }
 
     /// Takes a directly granted role away, unless that would leave no active holder
-    /// of `guarded_role` (then `Ok(false)` and nothing changes).
+    /// of `guarded_role`.
     pub async fn withdraw_role(
         &self,
         user_id: &str,
         role: &str,
         guarded_role: &str,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Withdrawal, StoreError> {
         let txn = self.begin_write().await?;
-        changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
+        locks::serialize(&txn, self.backend, AdvisoryLock::AdminHolders).await?;
         let deleted = user_role::Entity::delete_many()
             .filter(user_role::Column::UserId.eq(user_id))
             .filter(user_role::Column::Role.eq(role))
@@ -278,27 +303,26 @@ impl Store {
         if deleted > 0 {
             if role == guarded_role && count_active_holders(&txn, guarded_role).await? == 0 {
                 txn.rollback().await?;
-                return Ok(false);
+                return Ok(Withdrawal::RefusedLastHolder);
             }
             touch_user(&txn, user_id, now_ms).await?;
             changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
         }
         txn.commit().await?;
-        Ok(true)
+        Ok(Withdrawal::Done)
     }
 
     /// Activates or deactivates a user; deactivation also ends every live session.
-    /// Refuses (`Ok(None)`) to deactivate the last active holder of `guarded_role`.
-    /// Otherwise answers how many sessions were ended.
+    /// Refuses to deactivate the last active holder of `guarded_role`.
     pub async fn set_active(
         &self,
         user_id: &str,
         active: bool,
         guarded_role: &str,
         now_ms: i64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Activation, StoreError> {
         let txn = self.begin_write().await?;
-        changes::serialize(&txn, self.backend, changes::ADMIN_LOCK).await?;
+        locks::serialize(&txn, self.backend, AdvisoryLock::AdminHolders).await?;
         user::Entity::update_many()
             .col_expr(user::Column::Active, Expr::value(active))
             .col_expr(user::Column::UpdatedAt, Expr::value(now_ms))
@@ -314,7 +338,7 @@ impl Store {
                     .is_some();
             if holds_guarded && count_active_holders(&txn, guarded_role).await? == 0 {
                 txn.rollback().await?;
-                return Ok(None);
+                return Ok(Activation::RefusedLastHolder);
             }
             ended =
                 super::sessions::end_user_sessions(&txn, user_id, "deactivated", now_ms).await?;
@@ -331,11 +355,9 @@ impl Store {
         }
         changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
         txn.commit().await?;
-        Ok(Some(ended))
-    }
-
-    pub async fn role_exists(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(role::Entity::find_by_id(name).count(&self.reader).await? > 0)
+        Ok(Activation::Done {
+            sessions_ended: ended,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use super::{
-    api_keys::ApiKeyEntry,
+    api_keys::{ApiKeyEntry, ApiKeyTable, ApiKeyUse},
     roles::{RoleCatalog, RoleList},
 };
 use crate::store::{entities::api_key, UserWithRoles};
@@ -26,13 +26,13 @@ pub struct UserEntry {
 }
 
 #[derive(Default)]
-pub struct Views {
+pub(super) struct Views {
     catalog: ArcSwap<RoleCatalog>,
     users: DashMap<String, Arc<UserEntry>>,
     /// session id → when it ended (Unix ms).
     ended_sessions: DashMap<String, i64>,
     /// Live API keys by the SHA-256 of the key.
-    api_keys: DashMap<[u8; 32], Arc<ApiKeyEntry>>,
+    api_keys: ApiKeyTable,
     /// Key id → (last use to record, first use ever), drained in batches.
     api_key_use: DashMap<String, (i64, bool)>,
     /// When the views were last confirmed against the database (Unix ms).
@@ -134,25 +134,25 @@ impl Views {
         slot.1 |= first;
     }
 
-    /// Drains recorded use: (id, when) pairs and the ids used for the first time.
-    pub fn take_api_key_use(&self) -> (Vec<(String, i64)>, Vec<String>) {
+    /// Drains recorded use.
+    pub fn take_api_key_use(&self) -> ApiKeyUse {
         let ids: Vec<String> = self.api_key_use.iter().map(|e| e.key().clone()).collect();
-        let mut used = Vec::with_capacity(ids.len());
-        let mut first = Vec::new();
+        let mut taken = ApiKeyUse::default();
         for id in ids {
             if let Some((id, (at, is_first))) = self.api_key_use.remove(&id) {
                 if is_first {
-                    first.push(id.clone());
+                    taken.first_used.push(id.clone());
                 }
-                used.push((id, at));
+                taken.last_used.push((id, at));
             }
         }
-        (used, first)
+        taken
     }
 
-    pub fn restore_api_key_use(&self, used: Vec<(String, i64)>, first: Vec<String>) {
-        for (id, at) in used {
-            let is_first = first.contains(&id);
+    /// Puts back use that could not be written, to be tried again.
+    pub fn restore_api_key_use(&self, taken: ApiKeyUse) {
+        for (id, at) in taken.last_used {
+            let is_first = taken.first_used.contains(&id);
             self.record_api_key_use(&id, at, is_first);
         }
     }

@@ -4,7 +4,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::store::entities::role;
+use crate::{
+    domain::error::{DomainError, DomainResult},
+    store::entities::role,
+};
 
 /// A list of role names, shared between the views and the answers built from them.
 pub type RoleList = Arc<[Arc<str>]>;
@@ -44,6 +47,29 @@ impl RoleCatalog {
 
     pub fn exists(&self, name: &str) -> bool {
         self.roles.contains_key(name)
+    }
+
+    /// `NOT_FOUND` for a role name that does not exist (and `INVALID_ARGUMENT` naming
+    /// `field` for an empty one).
+    pub fn require(&self, field: &'static str, name: &str) -> DomainResult<()> {
+        if name.is_empty() {
+            return Err(DomainError::invalid(field, "must not be empty"));
+        }
+        self.known(name)
+    }
+
+    /// `NOT_FOUND` for the first of `names` that does not exist.
+    pub fn require_all<S: AsRef<str>>(&self, names: &[S]) -> DomainResult<()> {
+        names.iter().try_for_each(|name| self.known(name.as_ref()))
+    }
+
+    fn known(&self, name: &str) -> DomainResult<()> {
+        if !self.exists(name) {
+            return Err(DomainError::NotFound(format!(
+                "role {name:?} does not exist"
+            )));
+        }
+        Ok(())
     }
 
     /// Direct roles plus everything below them, lowest rank first, no repeats.

@@ -9,19 +9,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::store::{entities::signing_key, Store, StoreError};
 use arc_swap::ArcSwap;
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
 };
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use ring::{
-    rand::SystemRandom,
-    signature::{Ed25519KeyPair, KeyPair},
-};
-use sha2::{Digest, Sha256};
-
-use crate::store::{entities::signing_key, Store, StoreError};
 
 pub const ALGORITHM: &str = "EdDSA";
 
@@ -52,7 +46,7 @@ impl KeySet {
     }
 }
 
-pub struct KeyRing {
+pub(super) struct KeyRing {
     current: ArcSwap<KeySet>,
     /// How long after retirement a key stays published.
     access_ttl: Duration,
@@ -137,52 +131,6 @@ impl KeyRing {
         self.load(store, now_ms).await?;
         Ok(true)
     }
-
-    /// Creates the first signing key unless another replica already has.
-    pub async fn ensure_active(store: &Store, now_ms: i64) -> anyhow::Result<()> {
-        if store.insert_first_key(generate(now_ms)?).await? {
-            tracing::info!("created the first signing key");
-        }
-        Ok(())
-    }
-
-    /// Publishes a new key at once and makes it the signing key after
-    /// `activate_in` (zero: at once); answers its kid.
-    pub async fn rotate(
-        store: &Store,
-        now_ms: i64,
-        activate_in: Duration,
-    ) -> anyhow::Result<String> {
-        let mut key = generate(now_ms)?;
-        key.active_from = Some(now_ms.saturating_add(activate_in.as_millis() as i64));
-        let kid = key.kid.clone();
-        store.rotate_key(key).await?;
-        Ok(kid)
-    }
-}
-
-/// A fresh Ed25519 key pair as a row; its kid is the RFC 7638 thumbprint.
-pub fn generate(now_ms: i64) -> anyhow::Result<signing_key::Model> {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| anyhow::anyhow!("generated Ed25519 key does not parse"))?;
-    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-    Ok(signing_key::Model {
-        kid: thumbprint(&x),
-        algorithm: ALGORITHM.to_owned(),
-        private_key: STANDARD.encode(pkcs8.as_ref()),
-        public_key: x,
-        created_at: now_ms,
-        active_from: None,
-        retired_at: None,
-    })
-}
-
-/// RFC 7638: SHA-256 over the required members in lexicographic order.
-fn thumbprint(x: &str) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// An RFC 7517 JWK Set of public keys (no private members).
@@ -208,7 +156,7 @@ mod tests {
         signing_key::Model {
             active_from,
             retired_at,
-            ..generate(created_at).expect("key")
+            ..crate::domain::signing_keys::generate(created_at).expect("key")
         }
     }
 

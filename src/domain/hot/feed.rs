@@ -7,7 +7,13 @@
 //! so applying twice is harmless. One lock orders all applies, so an older read
 //! can never overwrite a newer one.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -15,10 +21,12 @@ use tokio_util::sync::CancellationToken;
 use super::{
     keys::KeyRing,
     roles::RoleCatalog,
-    unix_now_ms,
     views::{UserEntry, Views},
 };
-use crate::store::{ChangeKind, Store, StoreError};
+use crate::{
+    clock::Clock,
+    store::{ChangeKind, Store, StoreError},
+};
 
 const POLL_BATCH: u64 = 500;
 /// Ended sessions are kept this long past the access-token lifetime.
@@ -26,24 +34,35 @@ const SESSION_MARGIN_MS: i64 = 5_000;
 /// Change rows older than the access-token lifetime plus this are deleted.
 const CHANGE_RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
 
-pub struct ChangeFeed {
+pub(super) struct ChangeFeed {
     store: Store,
+    clock: Clock,
     views: Arc<Views>,
     keys: Arc<KeyRing>,
     access_ttl_ms: i64,
     /// The sequence number applied last; also the lock that orders applies.
     cursor: Mutex<i64>,
+    /// Polls started so far, so that concurrent catch-ups can share one read.
+    polls_started: AtomicU64,
     database_up: watch::Sender<bool>,
 }
 
 impl ChangeFeed {
-    pub fn new(store: Store, views: Arc<Views>, keys: Arc<KeyRing>, access_ttl: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        views: Arc<Views>,
+        keys: Arc<KeyRing>,
+        access_ttl: Duration,
+    ) -> Self {
         ChangeFeed {
             store,
+            clock,
             views,
             keys,
             access_ttl_ms: access_ttl.as_millis() as i64,
             cursor: Mutex::new(0),
+            polls_started: AtomicU64::new(0),
             database_up: watch::Sender::new(false),
         }
     }
@@ -57,7 +76,7 @@ impl ChangeFeed {
     /// during the load is applied again by the next poll rather than missed.
     pub async fn load(&self) -> Result<(), StoreError> {
         let mut cursor = self.cursor.lock().await;
-        let now_ms = unix_now_ms();
+        let now_ms = self.clock.now_ms();
         let latest = self.store.latest_change().await?;
         self.views
             .set_catalog(RoleCatalog::from_rows(&self.store.roles().await?));
@@ -96,7 +115,7 @@ impl ChangeFeed {
     }
 
     async fn apply_locked(&self, kind: ChangeKind, subject: &str) -> Result<(), StoreError> {
-        let now_ms = unix_now_ms();
+        let now_ms = self.clock.now_ms();
         match kind {
             ChangeKind::User => match self.store.find_user(subject).await? {
                 Some(user) => self.views.put_user(&user),
@@ -125,22 +144,40 @@ impl ChangeFeed {
     /// Applies every change past the cursor; answers how many.
     pub async fn poll(&self) -> Result<usize, StoreError> {
         let mut cursor = self.cursor.lock().await;
+        self.poll_locked(&mut cursor).await
+    }
+
+    /// Makes sure every change committed before this call is applied, sharing the
+    /// read with concurrent callers: whoever finds that a poll started after it
+    /// arrived (and has finished, since it now holds the lock) reads nothing itself.
+    /// So a flood of callers costs one indexed read at a time, not one each.
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
+        let arrived = self.polls_started.load(Ordering::Acquire);
+        let mut cursor = self.cursor.lock().await;
+        if self.polls_started.load(Ordering::Acquire) > arrived {
+            return Ok(());
+        }
+        self.poll_locked(&mut cursor).await.map(|_| ())
+    }
+
+    async fn poll_locked(&self, cursor: &mut i64) -> Result<usize, StoreError> {
+        self.polls_started.fetch_add(1, Ordering::AcqRel);
         let mut applied = 0;
         loop {
             let batch = self.store.changes_after(*cursor, POLL_BATCH).await?;
             let full = batch.len() as u64 == POLL_BATCH;
-            for (seq, kind, subject) in batch {
-                if let Some(kind) = kind {
-                    self.apply_locked(kind, &subject).await?;
+            for change in batch {
+                if let Some(kind) = change.kind {
+                    self.apply_locked(kind, &change.subject).await?;
                 }
-                *cursor = seq;
+                *cursor = change.seq;
                 applied += 1;
             }
             if !full {
                 break;
             }
         }
-        let now_ms = unix_now_ms();
+        let now_ms = self.clock.now_ms();
         self.views.mark_synced(now_ms);
         self.views
             .prune_ended_sessions(self.session_horizon(now_ms));
@@ -149,7 +186,7 @@ impl ChangeFeed {
 
     /// Polls every `interval` until `shutdown`. After a failed poll the next
     /// successful one reloads everything, since rows may have been pruned meanwhile.
-    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+    pub async fn run(&self, interval: Duration, shutdown: CancellationToken) {
         let mut last_prune = std::time::Instant::now();
         loop {
             tokio::select! {
@@ -180,7 +217,7 @@ impl ChangeFeed {
             }
             if last_prune.elapsed() > Duration::from_secs(300) {
                 last_prune = std::time::Instant::now();
-                let before = unix_now_ms() - self.access_ttl_ms - CHANGE_RETENTION_MARGIN_MS;
+                let before = self.clock.now_ms() - self.access_ttl_ms - CHANGE_RETENTION_MARGIN_MS;
                 if let Err(err) = self.store.prune_changes(before).await {
                     tracing::debug!(error = %err, "could not prune old changes");
                 }

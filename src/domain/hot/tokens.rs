@@ -4,22 +4,28 @@
 //!
 //! The cache says only "this string is a genuine, unexpired token with these
 //! claims"; revocation and roles are checked after it on every call (see
-//! `validate.rs`), so a cached entry cannot outlive a logout or a role change.
+//! [`super::HotPath::validate`]), so a cached entry cannot outlive a logout or a role
+//! change.
+//!
+//! Expiry and not-before are checked here, in milliseconds against the server's
+//! [`Clock`], not by jsonwebtoken against the wall clock in whole seconds: a token
+//! whose `exp` is E validates until E + 1 s at most.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use super::keys::KeyRing;
+use crate::{clock::Clock, domain::secrets::digest};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use super::keys::KeyRing;
 
 /// Anything longer is refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const TOKEN_TYPE: &str = "at+jwt";
+/// The clock leeway on `exp`, `nbf` and `iat`, in milliseconds.
+pub const LEEWAY_MS: i64 = 1000;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -41,8 +47,32 @@ pub struct AccessClaims {
 pub struct VerifiedToken {
     pub user_id: String,
     pub session_id: String,
+    /// Unix seconds, as in the token.
     pub expires_at: i64,
     pub issued_at: i64,
+}
+
+impl VerifiedToken {
+    /// Still valid at `now_ms`: at most [`LEEWAY_MS`] past `exp`.
+    fn unexpired(&self, now_ms: i64) -> bool {
+        now_ms
+            <= self
+                .expires_at
+                .saturating_mul(1000)
+                .saturating_add(LEEWAY_MS)
+    }
+}
+
+/// What to sign into a new access token.
+#[derive(Debug)]
+pub struct AccessGrant<'a> {
+    pub user_id: &'a str,
+    pub session_id: &'a str,
+    pub roles: Vec<String>,
+    /// Unix milliseconds: `iat` and `nbf`, and which key signs.
+    pub issued_at_ms: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// Why a token did not verify.
@@ -53,15 +83,16 @@ pub enum Rejection {
     UnknownKey,
 }
 
-pub struct AccessTokens {
+pub(super) struct AccessTokens {
     issuer: String,
     audience: String,
     validation: Validation,
     cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
 }
 
-/// Cache entries live until the token expires (plus the one-second leeway).
-struct UntilTokenExpiry;
+/// Cache entries live until the token expires (plus the leeway), by the server's
+/// clock; [`VerifiedToken::unexpired`] is checked on every hit all the same.
+struct UntilTokenExpiry(Clock);
 
 impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilTokenExpiry {
     fn expire_after_create(
@@ -70,32 +101,28 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilTokenExpiry {
         token: &Arc<VerifiedToken>,
         _: Instant,
     ) -> Option<Duration> {
-        let left = token.expires_at + 1 - unix_now_secs();
-        Some(Duration::from_secs(left.max(0) as u64))
+        let left_ms = token.expires_at.saturating_mul(1000) + LEEWAY_MS - self.0.now_ms();
+        Some(Duration::from_millis(left_ms.max(0) as u64))
     }
 }
 
-pub fn unix_now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 impl AccessTokens {
-    pub fn new(issuer: &str, audience: &str, cache_capacity: u64) -> Self {
+    pub fn new(issuer: &str, audience: &str, cache_capacity: u64, clock: Clock) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // "Expiry is enforced to the second": exp itself is the last valid second.
-        validation.leeway = 1;
+        // Time claims are checked in `check_times`, in milliseconds by our clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
         AccessTokens {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             validation,
             cache: moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
-                .expire_after(UntilTokenExpiry)
+                .expire_after(UntilTokenExpiry(clock))
                 .build(),
         }
     }
@@ -105,18 +132,11 @@ impl AccessTokens {
         self.cache.entry_count()
     }
 
-    /// Signs a token for `user_id` in `session_id`, valid from `now_ms` (Unix ms) until
-    /// `expires_at` (Unix seconds), with the key that signs at `now_ms`.
-    pub fn issue(
-        &self,
-        keys: &KeyRing,
-        user_id: &str,
-        session_id: &str,
-        roles: Vec<String>,
-        now_ms: i64,
-        expires_at: i64,
-    ) -> anyhow::Result<String> {
-        let now = now_ms / 1000;
+    /// Signs `grant`, valid from its issue time until its `expires_at`, with the key
+    /// that signs at its issue time.
+    pub fn issue(&self, keys: &KeyRing, grant: AccessGrant<'_>) -> anyhow::Result<String> {
+        let now_ms = grant.issued_at_ms;
+        let now = now_ms.div_euclid(1000);
         let set = keys.current();
         let key = set
             .signer(now_ms)
@@ -127,13 +147,13 @@ impl AccessTokens {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            sub: user_id.to_owned(),
-            exp: expires_at,
+            sub: grant.user_id.to_owned(),
+            exp: grant.expires_at,
             iat: now,
             nbf: now,
             jti: uuid::Uuid::new_v4().to_string(),
-            sid: session_id.to_owned(),
-            roles,
+            sid: grant.session_id.to_owned(),
+            roles: grant.roles,
         };
         Ok(jsonwebtoken::encode(&header, &claims, &key.encoding)?)
     }
@@ -144,26 +164,33 @@ impl AccessTokens {
         &self,
         keys: &KeyRing,
         token: &str,
-        now: i64,
+        now_ms: i64,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(Rejection::Invalid);
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = digest(token);
         if let Some(hit) = self.cache.get(&digest) {
-            // The cache may keep an entry up to a second past expiry; re-check.
-            return if hit.expires_at + 1 >= now {
+            // The cache may keep an entry a moment past expiry; re-check.
+            return if hit.unexpired(now_ms) {
                 Ok(hit)
             } else {
                 Err(Rejection::Invalid)
             };
         }
-        let verified = Arc::new(self.verify_signature(keys, token)?);
+        let (verified, nbf) = self.verify_signature(keys, token)?;
+        check_times(&verified, nbf, now_ms)?;
+        let verified = Arc::new(verified);
         self.cache.insert(digest, verified.clone());
         Ok(verified)
     }
 
-    fn verify_signature(&self, keys: &KeyRing, token: &str) -> Result<VerifiedToken, Rejection> {
+    /// The verified claims and `nbf`.
+    fn verify_signature(
+        &self,
+        keys: &KeyRing,
+        token: &str,
+    ) -> Result<(VerifiedToken, i64), Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Invalid)?;
         if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(Rejection::Invalid);
@@ -174,13 +201,23 @@ impl AccessTokens {
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|_| Rejection::Invalid)?;
         let claims = data.claims;
-        Ok(VerifiedToken {
+        let verified = VerifiedToken {
             user_id: claims.sub,
             session_id: claims.sid,
             expires_at: claims.exp,
             issued_at: claims.iat,
-        })
+        };
+        Ok((verified, claims.nbf))
     }
+}
+
+/// `exp` at most [`LEEWAY_MS`] ago, `nbf` and `iat` at most that far ahead.
+fn check_times(token: &VerifiedToken, nbf: i64, now_ms: i64) -> Result<(), Rejection> {
+    let ahead = |secs: i64| secs.saturating_mul(1000) > now_ms.saturating_add(LEEWAY_MS);
+    if !token.unexpired(now_ms) || ahead(nbf) || ahead(token.issued_at) {
+        return Err(Rejection::Invalid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -200,37 +237,42 @@ mod tests {
         tokens: AccessTokens,
         keys: KeyRing,
         genuine: String,
-        now: i64,
+        clock: Clock,
     }
 
-    /// One signing key and one genuine token. jsonwebtoken checks `exp` and `nbf`
-    /// against the wall clock, so the token is issued for the real now.
+    /// One signing key and one genuine token, on a manual clock.
     fn fixture() -> Fixture {
-        let now = unix_now_secs();
-        let tokens = AccessTokens::new("authd", "authd", 1000);
+        fixture_expiring_in(600)
+    }
+
+    fn fixture_expiring_in(secs: i64) -> Fixture {
+        let clock = Clock::manual();
+        let tokens = AccessTokens::new("authd", "authd", 1000, clock.clone());
         let keys = KeyRing::new(Duration::from_secs(900));
-        keys.install(&[crate::domain::keys::generate(now * 1000).expect("key")]);
+        keys.install(&[crate::domain::signing_keys::generate(clock.now_ms()).expect("key")]);
         let genuine = tokens
             .issue(
                 &keys,
-                "user-1",
-                "session-1",
-                vec!["admin".to_owned()],
-                now * 1000,
-                now + 600,
+                AccessGrant {
+                    user_id: "user-1",
+                    session_id: "session-1",
+                    roles: vec!["admin".to_owned()],
+                    issued_at_ms: clock.now_ms(),
+                    expires_at: clock.now_ms().div_euclid(1000) + secs,
+                },
             )
             .expect("issue");
         Fixture {
             tokens,
             keys,
             genuine,
-            now,
+            clock,
         }
     }
 
     impl Fixture {
         fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Rejection> {
-            self.tokens.verify(&self.keys, token, self.now)
+            self.tokens.verify(&self.keys, token, self.clock.now_ms())
         }
 
         fn segments(&self) -> Vec<&str> {
@@ -250,6 +292,57 @@ mod tests {
         assert_eq!(verified.session_id, "session-1");
         // Twice: the second answer comes from the cache.
         assert!(f.verify(&f.genuine).is_ok());
+    }
+
+    /// API.md: a token whose `exp` is E validates until E + 1 s at most, compared in
+    /// milliseconds, whether or not it was verified (and cached) before.
+    #[test]
+    fn a_token_validates_until_one_second_past_exp_and_not_a_millisecond_more() {
+        for verify_first in [false, true] {
+            let f = fixture_expiring_in(5);
+            if verify_first {
+                assert!(f.verify(&f.genuine).is_ok());
+            }
+            let exp_ms = token_exp(&f.genuine) * 1000;
+            let now = f.clock.now_ms();
+            f.clock
+                .advance(Duration::from_millis((exp_ms + 1000 - now) as u64));
+            assert!(f.verify(&f.genuine).is_ok(), "at exp + 1 s");
+            f.clock.advance(Duration::from_millis(1));
+            assert_eq!(
+                f.verify(&f.genuine).err(),
+                Some(Rejection::Invalid),
+                "at exp + 1.001 s (cached before: {verify_first})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let f = fixture();
+        let a_year_ahead_ms = f.clock.now_ms() + 365 * 24 * 3600 * 1000;
+        let from_the_future = f
+            .tokens
+            .issue(
+                &f.keys,
+                AccessGrant {
+                    user_id: "user-1",
+                    session_id: "session-1",
+                    roles: Vec::new(),
+                    issued_at_ms: a_year_ahead_ms,
+                    expires_at: a_year_ahead_ms / 1000 + 600,
+                },
+            )
+            .expect("issue");
+        assert_eq!(f.verify(&from_the_future).err(), Some(Rejection::Invalid));
+    }
+
+    fn token_exp(token: &str) -> i64 {
+        let payload = token.split('.').nth(1).expect("payload");
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64"))
+                .expect("json");
+        claims["exp"].as_i64().expect("exp")
     }
 
     #[test]

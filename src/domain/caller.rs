@@ -1,0 +1,54 @@
+//! Who is calling, as the transport authenticated them: nobody in particular (the
+//! AuthService calls that need no credentials), an operator at the shell, or a
+//! user whose access token the transport checked once, at its edge.
+
+/// Who acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// No credentials (Register, Login, Refresh, Logout).
+    Anonymous,
+    /// The `authd` command line, with direct access to the database.
+    Cli,
+    /// A user, by id, whose access token was verified for this call.
+    User(String),
+}
+
+/// A caller: who, and from where (the peer's address, for the audit trail).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub actor: Actor,
+    pub peer: Option<String>,
+}
+
+impl Caller {
+    pub fn anonymous(peer: Option<String>) -> Self {
+        Caller {
+            actor: Actor::Anonymous,
+            peer,
+        }
+    }
+
+    pub fn cli() -> Self {
+        Caller {
+            actor: Actor::Cli,
+            peer: None,
+        }
+    }
+
+    /// The acting user's id, if a user acts.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.actor {
+            Actor::User(id) => Some(id),
+            Actor::Anonymous | Actor::Cli => None,
+        }
+    }
+
+    /// How the actor is written in the audit trail: a user id, `cli`, or nothing.
+    pub fn actor_label(&self) -> Option<&str> {
+        match &self.actor {
+            Actor::User(id) => Some(id),
+            Actor::Cli => Some("cli"),
+            Actor::Anonymous => None,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Who a valid credential speaks for, as the hot path answers it.
+
+use std::sync::Arc;
+
+use super::{api_keys::ApiKeyEntry, roles::RoleList, tokens::VerifiedToken, views::UserEntry};
+
+/// The holder of a valid access token or API key, with the roles they hold now.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A user's access token in a live session.
+    User {
+        token: Arc<VerifiedToken>,
+        user: Arc<UserEntry>,
+    },
+    /// A live API key.
+    ApiKey(Arc<ApiKeyEntry>),
+}
+
+impl Principal {
+    /// The user's id, or the key's id.
+    pub fn subject_id(&self) -> &str {
+        match self {
+            Principal::User { token, .. } => &token.user_id,
+            Principal::ApiKey(key) => &key.id,
+        }
+    }
+
+    /// The username, or the key's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User { user, .. } => &user.username,
+            Principal::ApiKey(key) => &key.name,
+        }
+    }
+
+    pub fn roles(&self) -> &RoleList {
+        match self {
+            Principal::User { user, .. } => &user.effective_roles,
+            Principal::ApiKey(key) => &key.effective_roles,
+        }
+    }
+
+    /// Empty for an API key.
+    pub fn session_id(&self) -> &str {
+        match self {
+            Principal::User { token, .. } => &token.session_id,
+            Principal::ApiKey(_) => "",
+        }
+    }
+
+    /// Unix seconds; `None` for a key that never expires.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self {
+            Principal::User { token, .. } => Some(token.expires_at),
+            Principal::ApiKey(key) => key.expires_at_ms.map(|ms| ms.div_euclid(1000)),
+        }
+    }
+
+    /// Unix seconds: when the token was issued, or the key created.
+    pub fn issued_at(&self) -> i64 {
+        match self {
+            Principal::User { token, .. } => token.issued_at,
+            Principal::ApiKey(key) => key.created_at_ms.div_euclid(1000),
+        }
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().iter().any(|r| r.as_ref() == role)
+    }
+
+    pub fn is_api_key(&self) -> bool {
+        matches!(self, Principal::ApiKey(_))
+    }
+}
+
+/// CheckRole's answer.
+#[derive(Debug, Clone)]
+pub struct RoleCheck {
+    pub allowed: bool,
+    pub principal: Principal,
+}

@@ -1,0 +1,71 @@
+//! The domain's read models: what the slow path answers with. The transport turns
+//! these into protobuf; store rows (and the password hash in them) stay behind.
+
+use crate::store::{entities::api_key, UserWithRoles};
+
+/// A user account with the roles granted to it directly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub full_name: String,
+    /// Granted directly, in name order; the hierarchy adds more on the hot path.
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub created_at_ms: i64,
+}
+
+impl From<UserWithRoles> for User {
+    fn from(row: UserWithRoles) -> Self {
+        let UserWithRoles { user, roles } = row;
+        User {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            full_name: user.full_name,
+            roles,
+            active: user.active,
+            created_at_ms: user.created_at,
+        }
+    }
+}
+
+/// An API key, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The secret's first characters, to recognise it.
+    pub prefix: String,
+    pub roles: Vec<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked: bool,
+    /// The user who created it; `None` for the command line.
+    pub created_by: Option<String>,
+}
+
+impl From<api_key::Model> for ApiKey {
+    fn from(row: api_key::Model) -> Self {
+        ApiKey {
+            roles: row.role_list(),
+            id: row.id,
+            name: row.name,
+            prefix: row.prefix,
+            created_at_ms: row.created_at,
+            expires_at_ms: row.expires_at,
+            last_used_at_ms: row.last_used_at,
+            revoked: row.revoked_at.is_some(),
+            created_by: row.created_by,
+        }
+    }
+}
+
+/// One page of a listing and the token of the next (empty on the last page).
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
