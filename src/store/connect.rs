@@ -1,3 +1,7 @@
+//! Opening the database: parsing `AUTHD_DATABASE_URL`, the connection pools for
+//! SQLite (WAL, busy timeout, one writer) and PostgreSQL, and running migrations
+//! once across replicas. Unreachable databases are named with their real cause.
+
 use std::{str::FromStr, time::Duration};
 
 use authd_migrations::{Migrator, MigratorTrait};

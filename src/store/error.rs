@@ -1,3 +1,7 @@
+//! The store's one error type, sorted by what the caller can do about it:
+//! unavailable (retry later), a unique-index conflict, a missing row, or anything
+//! else.
+
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 /// What went wrong in the database, sorted by what the caller can do about it.

@@ -1,3 +1,5 @@
+//! `api_keys`: service credentials, stored as the SHA-256 of the key.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

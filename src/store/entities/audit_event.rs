@@ -1,3 +1,5 @@
+//! `audit_events`: the audit trail, one row per security-relevant event.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

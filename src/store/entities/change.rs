@@ -1,3 +1,5 @@
+//! `changes`: the change feed, appended in the transaction of each change.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! `login_failures`: consecutive failed logins per login name, and the lockout.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

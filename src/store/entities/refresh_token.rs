@@ -1,3 +1,5 @@
+//! `refresh_tokens`: each refresh token of a session, by its SHA-256, until spent.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

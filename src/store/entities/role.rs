@@ -1,3 +1,5 @@
+//! `roles`: the role hierarchy; each role includes the one named in `includes`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! `sessions`: one per login, until it ends (logout, reuse, revocation, expiry).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! `signing_keys`: the Ed25519 keys that sign access tokens, and when each signs.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]

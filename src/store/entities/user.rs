@@ -1,3 +1,6 @@
+//! `users`: accounts, with lower-case copies of username and email for the
+//! case-insensitive unique indexes.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! `user_roles`: the roles granted to each user directly.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
