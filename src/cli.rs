@@ -48,6 +48,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys {
+            command: KeysCommand::Revoke(args),
+        } => {
+            let store = open(&args.database).await?;
+            signing_keys::revoke(&store, &args.kid, Clock::system().now_ms()).await?;
+            println!("revoked signing key {}", args.kid);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apikey {
             command: ApiKeyCommand::Create(args),
         } => create_api_key(args).await,

@@ -68,6 +68,18 @@ pub enum KeysCommand {
     /// Make a new signing key the active one. Earlier keys keep verifying (and stay
     /// published) until the tokens they signed expire.
     Rotate(KeysRotateArgs),
+    /// Withdraw a key that no longer signs (a stolen one, say): every replica refuses
+    /// its tokens within seconds, it leaves the JWK Set and its private half is
+    /// erased. The key that signs now cannot be revoked: rotate first.
+    Revoke(KeysRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    /// The key's id (`kid` in token headers and in the JWK Set).
+    pub kid: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

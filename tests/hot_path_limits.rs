@@ -83,7 +83,7 @@ async fn a_request_over_the_message_limit_is_resource_exhausted(backend: Backend
         validate(&mut client, "garbage")
             .await
             .map(|_| ())
-            .unwrap_err()
+            .expect_err("garbage")
             .code(),
         Code::Unauthenticated
     );
@@ -119,17 +119,15 @@ async fn a_new_api_key_works_on_another_replica_at_once(backend: Backend) {
     });
     for answer in futures_join_all(garbage).await {
         assert_eq!(
-            answer.map(|_| ()).unwrap_err().code(),
+            answer.map(|_| ()).expect_err("unknown key").code(),
             Code::Unauthenticated
         );
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

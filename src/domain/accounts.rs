@@ -295,9 +295,12 @@ impl Accounts {
                 expires_at: session_expires_at,
                 refresh_hash: digest_hex(refresh.expose()),
                 refresh_expires_at,
+                access_expires_at: access_expiry_bound(ctx, now_ms),
                 now_ms,
             })
             .await?;
+        ctx.hot
+            .session_started(&session_id, user_id, session_expires_at);
         issue_pair(
             ctx,
             user_id,
@@ -318,6 +321,12 @@ impl Accounts {
 pub struct LoggedIn {
     pub tokens: IssuedTokens,
     pub user: User,
+}
+
+/// The latest moment (Unix ms) an access token issued at `now_ms` can expire,
+/// recorded with the session so that revocation outlives a shorter TTL setting.
+pub(super) fn access_expiry_bound(ctx: &Context, now_ms: i64) -> i64 {
+    now_ms.saturating_add(i64::try_from(ctx.settings.access_ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Signs an access token for `user_id` (capped at the session's end) to go with the

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{
-    accounts::{issue_pair, IssuedTokens, SessionRefresh},
+    accounts::{access_expiry_bound, issue_pair, IssuedTokens, SessionRefresh},
     audit::{Action, Event, Outcome},
     caller::Caller,
     context::Context,
@@ -51,6 +51,7 @@ impl Sessions {
                 old_hash: &old_hash,
                 new_hash: &new_hash,
                 new_expires_at: next_expires_at,
+                access_expires_at: access_expiry_bound(ctx, now_ms),
                 now_ms,
             })
             .await?;

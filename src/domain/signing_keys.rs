@@ -13,14 +13,32 @@ use ring::{
 };
 
 use super::{hot::SIGNING_ALGORITHM, secrets::digest};
-use crate::store::{entities::signing_key, Store};
+use crate::store::{entities::signing_key, KeyRevocation, Store};
 
-/// Creates the first signing key unless another replica already has.
+/// Creates the first signing key unless another replica already has, and erases
+/// the private half of keys that no longer sign.
 pub async fn ensure_active(store: &Store, now_ms: i64) -> anyhow::Result<()> {
     if store.insert_first_key(generate(now_ms)?).await? {
         tracing::info!("created the first signing key");
     }
+    store.erase_retired_private_keys(now_ms).await?;
     Ok(())
+}
+
+/// Withdraws a key that no longer signs: every replica refuses its tokens (cached
+/// ones too) within a feed poll, it leaves the JWK Set, and its private half is
+/// erased. The key that signs now (or will, after `rotate --activate-in`) cannot be
+/// revoked: rotate first.
+pub async fn revoke(store: &Store, kid: &str, now_ms: i64) -> anyhow::Result<()> {
+    match store.revoke_key(kid, now_ms).await? {
+        KeyRevocation::Revoked => Ok(()),
+        KeyRevocation::Unknown => Err(anyhow::anyhow!(
+            "no signing key {kid:?}, or it was revoked already (the published kids are in the JWK Set: GetJwks)"
+        )),
+        KeyRevocation::StillSigns => Err(anyhow::anyhow!(
+            "signing key {kid:?} signs now (or will); run `authd keys rotate` first, then revoke it"
+        )),
+    }
 }
 
 /// Publishes a new key at once and makes it the signing key after `activate_in`
@@ -48,6 +66,7 @@ pub fn generate(now_ms: i64) -> anyhow::Result<signing_key::Model> {
         created_at: now_ms,
         active_from: None,
         retired_at: None,
+        revoked_at: None,
     })
 }
 

@@ -18,6 +18,7 @@ impl Store {
         retired_after_ms: i64,
     ) -> Result<Vec<signing_key::Model>, StoreError> {
         Ok(signing_key::Entity::find()
+            .filter(signing_key::Column::RevokedAt.is_null())
             .filter(
                 sea_orm::Condition::any()
                     .add(signing_key::Column::RetiredAt.is_null())
@@ -76,10 +77,68 @@ impl Store {
         signing_key::Entity::insert(into_active(key))
             .exec_without_returning(&txn)
             .await?;
+        erase_private_halves(&txn, now_ms).await?;
         changes::append(&txn, self.backend, ChangeKind::SigningKeys, &kid, now_ms).await?;
         txn.commit().await?;
         Ok(())
     }
+
+    /// Erases the private half of every key retired by `now_ms`: it never signs again.
+    pub async fn erase_retired_private_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let txn = self.begin_write().await?;
+        let erased = erase_private_halves(&txn, now_ms).await?;
+        txn.commit().await?;
+        Ok(erased)
+    }
+
+    /// Withdraws a key that no longer signs (see [`KeyRevocation`]).
+    pub async fn revoke_key(&self, kid: &str, now_ms: i64) -> Result<KeyRevocation, StoreError> {
+        let txn = self.begin_write().await?;
+        let Some(key) = signing_key::Entity::find_by_id(kid)
+            .filter(signing_key::Column::RevokedAt.is_null())
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(KeyRevocation::Unknown);
+        };
+        if key.retired_at.is_none_or(|retired| retired > now_ms) {
+            txn.rollback().await?;
+            return Ok(KeyRevocation::StillSigns);
+        }
+        signing_key::Entity::update_many()
+            .col_expr(signing_key::Column::RevokedAt, Expr::value(now_ms))
+            .col_expr(signing_key::Column::PrivateKey, Expr::value(""))
+            .filter(signing_key::Column::Kid.eq(kid))
+            .exec(&txn)
+            .await?;
+        changes::append(&txn, self.backend, ChangeKind::SigningKeys, kid, now_ms).await?;
+        txn.commit().await?;
+        Ok(KeyRevocation::Revoked)
+    }
+}
+
+/// How `authd keys revoke` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRevocation {
+    Revoked,
+    /// No such key, or it was revoked before.
+    Unknown,
+    /// It signs now or will: refused.
+    StillSigns,
+}
+
+async fn erase_private_halves(
+    txn: &sea_orm::DatabaseTransaction,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    Ok(signing_key::Entity::update_many()
+        .col_expr(signing_key::Column::PrivateKey, Expr::value(""))
+        .filter(signing_key::Column::RetiredAt.lte(now_ms))
+        .filter(signing_key::Column::PrivateKey.ne(""))
+        .exec(txn)
+        .await?
+        .rows_affected)
 }
 
 fn into_active(key: signing_key::Model) -> signing_key::ActiveModel {
@@ -91,5 +150,6 @@ fn into_active(key: signing_key::Model) -> signing_key::ActiveModel {
         created_at: Set(key.created_at),
         active_from: Set(key.active_from),
         retired_at: Set(key.retired_at),
+        revoked_at: Set(key.revoked_at),
     }
 }

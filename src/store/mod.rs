@@ -23,8 +23,11 @@ pub use audit::AuditEvent;
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
+pub use keys::KeyRevocation;
 pub use paging::Page;
-pub use sessions::{NewSession, RefreshSpend, Rotation, SessionEnd};
+pub use sessions::{
+    EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,
+};
 pub use users::{Activation, NewUser, Taken, UserWithRoles, Withdrawal};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};

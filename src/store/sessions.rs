@@ -2,9 +2,9 @@
 //! and ending them.
 
 use sea_orm::{
-    sea_query::{Expr, Query},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect, Set, Statement,
+    sea_query::{Expr, Query, SimpleExpr},
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, Set, Statement,
 };
 
 use super::{
@@ -21,7 +21,35 @@ pub struct NewSession {
     pub expires_at: i64,
     pub refresh_hash: String,
     pub refresh_expires_at: i64,
+    /// The `exp` bound (Unix ms) of the access token issued with it.
+    pub access_expires_at: i64,
     pub now_ms: i64,
+}
+
+/// What the hot path needs to know about one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    pub user_id: String,
+    /// The absolute end; no token of the session outlives it.
+    pub expires_at: i64,
+    /// For an ended session: until when one of its tokens may still be unexpired.
+    pub ended_until: Option<i64>,
+}
+
+/// An ended session whose tokens may still be unexpired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedSession {
+    pub id: String,
+    /// Until when one of its access tokens may still be unexpired (Unix ms).
+    pub tokens_expire_by: i64,
+}
+
+/// A live session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSession {
+    pub id: String,
+    pub user_id: String,
+    pub expires_at: i64,
 }
 
 /// A refresh token to spend and the one to store in its place (both hashed).
@@ -31,6 +59,8 @@ pub struct Rotation<'a> {
     pub new_hash: &'a str,
     /// When the new token expires; capped at the session's absolute expiry.
     pub new_expires_at: i64,
+    /// The `exp` bound (Unix ms) of the access token issued with the new one.
+    pub access_expires_at: i64,
     pub now_ms: i64,
 }
 
@@ -76,15 +106,19 @@ impl Store {
             expires_at: Set(new.expires_at),
             ended_at: Set(None),
             end_reason: Set(None),
+            tokens_expire_by: Set(None),
         })
         .exec_without_returning(&txn)
         .await?;
         insert_refresh(
             &txn,
-            &new.refresh_hash,
-            &new.id,
-            new.now_ms,
-            new.refresh_expires_at,
+            NewRefresh {
+                hash: &new.refresh_hash,
+                session_id: &new.id,
+                now_ms: new.now_ms,
+                expires_at: new.refresh_expires_at,
+                access_expires_at: new.access_expires_at,
+            },
         )
         .await?;
         txn.commit().await?;
@@ -119,6 +153,7 @@ impl Store {
             old_hash,
             new_hash,
             new_expires_at,
+            access_expires_at,
             now_ms,
         } = *rotation;
         const ROTATE: &str = "\
@@ -129,8 +164,9 @@ impl Store {
                   AND s.id = r.session_id AND s.ended_at IS NULL AND s.expires_at > $3 \
                 RETURNING s.id AS session_id, s.user_id, s.expires_at AS session_expires_at \
             ), fresh AS ( \
-                INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
-                SELECT $2, session_id, $3, LEAST($4, session_expires_at) FROM spent \
+                INSERT INTO refresh_tokens \
+                    (token_hash, session_id, issued_at, expires_at, access_expires_at) \
+                SELECT $2, session_id, $3, LEAST($4, session_expires_at), $5 FROM spent \
                 RETURNING expires_at \
             ) \
             SELECT spent.session_id, spent.user_id, spent.session_expires_at, \
@@ -146,6 +182,7 @@ impl Store {
                     new_hash.into(),
                     now_ms.into(),
                     new_expires_at.into(),
+                    access_expires_at.into(),
                 ],
             ))
             .await?;
@@ -170,6 +207,7 @@ impl Store {
             old_hash,
             new_hash,
             new_expires_at,
+            access_expires_at,
             now_ms,
         } = *rotation;
         let txn = self.begin_write().await?;
@@ -212,7 +250,17 @@ impl Store {
             return Err(StoreError::Missing("session of a live refresh token"));
         };
         let refresh_expires_at = new_expires_at.min(session.expires_at);
-        insert_refresh(&txn, new_hash, &session.id, now_ms, refresh_expires_at).await?;
+        insert_refresh(
+            &txn,
+            NewRefresh {
+                hash: new_hash,
+                session_id: &session.id,
+                now_ms,
+                expires_at: refresh_expires_at,
+                access_expires_at,
+            },
+        )
+        .await?;
         txn.commit().await?;
         Ok(Some(Rotated {
             session_id: session.id,
@@ -313,46 +361,75 @@ impl Store {
         Ok(ended)
     }
 
-    /// Sessions that ended after `since_ms`, as (id, ended_at), optionally of one user.
+    /// Ended sessions whose tokens may still be unexpired after `after_ms`,
+    /// optionally of one user.
     pub async fn ended_sessions(
         &self,
-        since_ms: i64,
+        after_ms: i64,
         user_id: Option<&str>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<EndedSession>, StoreError> {
+        let still_dangerous = Condition::any()
+            .add(session::Column::TokensExpireBy.gt(after_ms))
+            .add(
+                Condition::all()
+                    .add(session::Column::TokensExpireBy.is_null())
+                    .add(session::Column::ExpiresAt.gt(after_ms)),
+            );
         let mut query = session::Entity::find()
             .select_only()
             .column(session::Column::Id)
-            .column(session::Column::EndedAt)
-            .filter(session::Column::EndedAt.gt(since_ms));
+            .column(session::Column::TokensExpireBy)
+            .column(session::Column::ExpiresAt)
+            .filter(session::Column::EndedAt.is_not_null())
+            .filter(still_dangerous);
         if let Some(user_id) = user_id {
             query = query.filter(session::Column::UserId.eq(user_id));
         }
-        let rows: Vec<(String, Option<i64>)> = query.into_tuple().all(&self.reader).await?;
+        let rows: Vec<(String, Option<i64>, i64)> = query.into_tuple().all(&self.reader).await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, at)| Some((id, at?)))
+            .map(|(id, until, expires_at)| EndedSession {
+                id,
+                tokens_expire_by: until.unwrap_or(expires_at),
+            })
             .collect())
     }
 
-    /// When a session ended, if it has.
-    pub async fn session_ended_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
-        let ended: Option<Option<i64>> = session::Entity::find_by_id(id)
+    /// Sessions neither ended nor past their absolute end.
+    pub async fn live_sessions(&self, now_ms: i64) -> Result<Vec<LiveSession>, StoreError> {
+        let rows: Vec<(String, String, i64)> = session::Entity::find()
             .select_only()
-            .column(session::Column::EndedAt)
-            .into_tuple()
-            .one(&self.reader)
-            .await?;
-        Ok(ended.flatten())
-    }
-
-    /// Live sessions (not ended, not expired), for the metrics gauge.
-    pub async fn count_live_sessions(&self, now_ms: i64) -> Result<u64, StoreError> {
-        use sea_orm::PaginatorTrait;
-        Ok(session::Entity::find()
+            .column(session::Column::Id)
+            .column(session::Column::UserId)
+            .column(session::Column::ExpiresAt)
             .filter(session::Column::EndedAt.is_null())
             .filter(session::Column::ExpiresAt.gt(now_ms))
-            .count(&self.reader)
-            .await?)
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, user_id, expires_at)| LiveSession {
+                id,
+                user_id,
+                expires_at,
+            })
+            .collect())
+    }
+
+    /// One session as the hot path needs it; `None` when it was never issued (or
+    /// has been pruned, long after its last token expired).
+    pub async fn session_state(&self, id: &str) -> Result<Option<SessionState>, StoreError> {
+        let Some(row) = session::Entity::find_by_id(id).one(&self.reader).await? else {
+            return Ok(None);
+        };
+        Ok(Some(SessionState {
+            ended_until: row
+                .ended_at
+                .map(|_| row.tokens_expire_by.unwrap_or(row.expires_at)),
+            user_id: row.user_id,
+            expires_at: row.expires_at,
+        }))
     }
 }
 
@@ -370,23 +447,37 @@ async fn token_and_session(
     Ok(session.map(|session| (token, session)))
 }
 
-async fn insert_refresh(
-    txn: &DatabaseTransaction,
-    hash: &str,
-    session_id: &str,
+/// A refresh-token row to insert.
+struct NewRefresh<'a> {
+    hash: &'a str,
+    session_id: &'a str,
     now_ms: i64,
     expires_at: i64,
-) -> Result<(), StoreError> {
+    access_expires_at: i64,
+}
+
+async fn insert_refresh(txn: &DatabaseTransaction, new: NewRefresh<'_>) -> Result<(), StoreError> {
     refresh_token::Entity::insert(refresh_token::ActiveModel {
-        token_hash: Set(hash.to_owned()),
-        session_id: Set(session_id.to_owned()),
-        issued_at: Set(now_ms),
-        expires_at: Set(expires_at),
+        token_hash: Set(new.hash.to_owned()),
+        session_id: Set(new.session_id.to_owned()),
+        issued_at: Set(new.now_ms),
+        expires_at: Set(new.expires_at),
         spent_at: Set(None),
+        access_expires_at: Set(Some(new.access_expires_at)),
     })
     .exec_without_returning(txn)
     .await?;
     Ok(())
+}
+
+/// The latest `exp` bound of the access tokens issued in the session being updated
+/// (NULL for sessions whose tokens predate the bound; readers then use the
+/// session's absolute end).
+fn latest_token_expiry() -> SimpleExpr {
+    Expr::cust(
+        "(SELECT MAX(refresh_tokens.access_expires_at) FROM refresh_tokens \
+          WHERE refresh_tokens.session_id = sessions.id)",
+    )
 }
 
 /// Ends one session if it is still live; true when this call ended it.
@@ -399,6 +490,7 @@ async fn end_session(
     let ended = session::Entity::update_many()
         .col_expr(session::Column::EndedAt, Expr::value(now_ms))
         .col_expr(session::Column::EndReason, Expr::value(reason))
+        .col_expr(session::Column::TokensExpireBy, latest_token_expiry())
         .filter(session::Column::Id.eq(id))
         .filter(session::Column::EndedAt.is_null())
         .exec(db)
@@ -417,6 +509,7 @@ pub(super) async fn end_user_sessions(
     Ok(session::Entity::update_many()
         .col_expr(session::Column::EndedAt, Expr::value(now_ms))
         .col_expr(session::Column::EndReason, Expr::value(reason))
+        .col_expr(session::Column::TokensExpireBy, latest_token_expiry())
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::EndedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now_ms))

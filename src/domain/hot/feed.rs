@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     keys::KeyRing,
     roles::RoleCatalog,
-    views::{UserEntry, Views},
+    views::{uuid_key, KnownSession, UserEntry, Views},
 };
 use crate::{
     clock::Clock,
@@ -29,8 +29,11 @@ use crate::{
 };
 
 const POLL_BATCH: u64 = 500;
-/// Ended sessions are kept this long past the access-token lifetime.
+/// Sessions are remembered this long past the last moment one of their tokens may
+/// be valid (the 1 s leeway, plus room for clocks that differ between replicas).
 const SESSION_MARGIN_MS: i64 = 5_000;
+/// How often sessions whose tokens have all expired are forgotten.
+const SESSION_PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Change rows older than the access-token lifetime plus this are deleted.
 const CHANGE_RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
 
@@ -81,12 +84,15 @@ impl ChangeFeed {
         self.views
             .set_catalog(RoleCatalog::from_rows(&self.store.roles().await?));
         self.views.replace_users(&self.store.all_users().await?);
-        for (id, ended_at) in self
+        for session in self.store.live_sessions(now_ms).await? {
+            self.put_session(&session.id, &session.user_id, session.expires_at);
+        }
+        for ended in self
             .store
             .ended_sessions(self.session_horizon(now_ms), None)
             .await?
         {
-            self.views.end_session(id, ended_at);
+            self.end_session(&ended.id, ended.tokens_expire_by);
         }
         self.views
             .replace_api_keys(&self.store.live_api_keys(now_ms).await?, now_ms);
@@ -106,6 +112,43 @@ impl ChangeFeed {
         }
     }
 
+    /// Loads a session the view has not seen (started on another replica a moment
+    /// ago): its user while it is live, `None` when it was never issued, has ended
+    /// or is past its end.
+    pub async fn load_session(&self, id: &str) -> Result<Option<u128>, StoreError> {
+        let _order = self.cursor.lock().await;
+        let Some(state) = self.store.session_state(id).await? else {
+            return Ok(None);
+        };
+        if let Some(until) = state.ended_until {
+            self.end_session(id, until);
+            return Ok(None);
+        }
+        if state.expires_at <= self.clock.now_ms() {
+            return Ok(None);
+        }
+        Ok(self.put_session(id, &state.user_id, state.expires_at))
+    }
+
+    /// Records a live session; answers its user's key.
+    pub fn put_session(&self, id: &str, user_id: &str, expires_at_ms: i64) -> Option<u128> {
+        let (session, user) = (uuid_key(id)?, uuid_key(user_id)?);
+        self.views.put_session(
+            session,
+            KnownSession {
+                user,
+                expires_at_ms,
+            },
+        );
+        Some(user)
+    }
+
+    fn end_session(&self, id: &str, tokens_expire_by: i64) {
+        if let Some(session) = uuid_key(id) {
+            self.views.end_session(session, tokens_expire_by);
+        }
+    }
+
     /// Loads a user the view has not seen yet (registered on another replica a
     /// moment ago). `None` when there is no such user.
     pub async fn load_user(&self, id: &str) -> Result<Option<Arc<UserEntry>>, StoreError> {
@@ -122,14 +165,15 @@ impl ChangeFeed {
                 None => self.views.remove_user(subject),
             },
             ChangeKind::SessionEnded => {
-                if let Some(ended_at) = self.store.session_ended_at(subject).await? {
-                    self.views.end_session(subject.to_owned(), ended_at);
+                let state = self.store.session_state(subject).await?;
+                if let Some(until) = state.and_then(|state| state.ended_until) {
+                    self.end_session(subject, until);
                 }
             }
             ChangeKind::UserSessionsEnded => {
                 let since = self.session_horizon(now_ms);
-                for (id, ended_at) in self.store.ended_sessions(since, Some(subject)).await? {
-                    self.views.end_session(id, ended_at);
+                for ended in self.store.ended_sessions(since, Some(subject)).await? {
+                    self.end_session(&ended.id, ended.tokens_expire_by);
                 }
             }
             ChangeKind::SigningKeys => self.keys.load(&self.store, now_ms).await?,
@@ -177,10 +221,7 @@ impl ChangeFeed {
                 break;
             }
         }
-        let now_ms = self.clock.now_ms();
-        self.views.mark_synced(now_ms);
-        self.views
-            .prune_ended_sessions(self.session_horizon(now_ms));
+        self.views.mark_synced(self.clock.now_ms());
         Ok(applied)
     }
 
@@ -188,6 +229,7 @@ impl ChangeFeed {
     /// successful one reloads everything, since rows may have been pruned meanwhile.
     pub async fn run(&self, interval: Duration, shutdown: CancellationToken) {
         let mut last_prune = std::time::Instant::now();
+        let mut last_session_prune = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -215,17 +257,28 @@ impl ChangeFeed {
                         .send_if_modified(|up| std::mem::replace(up, false));
                 }
             }
+            if last_session_prune.elapsed() > SESSION_PRUNE_EVERY {
+                last_session_prune = std::time::Instant::now();
+                self.views
+                    .prune_sessions(self.session_horizon(self.clock.now_ms()));
+            }
             if last_prune.elapsed() > Duration::from_secs(300) {
                 last_prune = std::time::Instant::now();
                 let before = self.clock.now_ms() - self.access_ttl_ms - CHANGE_RETENTION_MARGIN_MS;
                 if let Err(err) = self.store.prune_changes(before).await {
                     tracing::debug!(error = %err, "could not prune old changes");
                 }
+                // A key rotated in ahead retires later than the rotation that set it.
+                let now_ms = self.clock.now_ms();
+                if let Err(err) = self.store.erase_retired_private_keys(now_ms).await {
+                    tracing::debug!(error = %err, "could not erase retired private keys");
+                }
             }
         }
     }
 
+    /// Sessions none of whose tokens can be valid after this are not kept.
     fn session_horizon(&self, now_ms: i64) -> i64 {
-        now_ms - self.access_ttl_ms - SESSION_MARGIN_MS
+        now_ms - SESSION_MARGIN_MS
     }
 }

@@ -93,8 +93,8 @@ impl KeyRing {
             verifying.insert(row.kid.clone(), DecodingKey::from_ed_der(&x));
             public.push((row.kid.clone(), row.public_key.clone()));
             let (from_ms, until_ms) = (row.signs_from(), row.retired_at);
-            if until_ms.is_some_and(|until| until <= from_ms) {
-                continue; // replaced before it ever signed
+            if until_ms.is_some_and(|until| until <= from_ms) || row.private_key.is_empty() {
+                continue; // replaced before it ever signed, or its private half is erased
             }
             match STANDARD.decode(&row.private_key) {
                 Ok(der) => signers.push(SigningKey {

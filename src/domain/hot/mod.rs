@@ -36,7 +36,7 @@ use self::{
     api_keys::{looks_like_api_key, ApiKeyEntry, MAX_KEY_BYTES},
     feed::ChangeFeed,
     keys::KeyRing,
-    tokens::{AccessTokens, Rejection},
+    tokens::{AccessTokens, Rejection, VerifiedToken},
     views::Views,
 };
 use super::{
@@ -65,6 +65,8 @@ pub struct HotSettings {
 pub struct HotStats {
     pub staleness_ms: i64,
     pub ended_sessions: usize,
+    /// Sessions started and not ended, as far as this replica knows.
+    pub live_sessions: usize,
     pub cached_tokens: u64,
 }
 
@@ -150,9 +152,7 @@ impl HotPath {
             }
             Err(Rejection::Invalid) => return Err(DomainError::InvalidToken),
         };
-        if inner.views.session_ended(&verified.session_id) {
-            return Err(DomainError::InvalidToken);
-        }
+        self.check_session(&verified).await?;
         let user = self
             .active_user(&verified.user_id)
             .await?
@@ -161,6 +161,23 @@ impl HotPath {
             token: verified,
             user,
         })
+    }
+
+    /// A token's session must be one this server issued, to the token's user, and
+    /// not ended. A session started on another replica a moment ago is read once.
+    async fn check_session(&self, token: &VerifiedToken) -> DomainResult<()> {
+        let views = &self.inner.views;
+        if views.session_ended(token.session_key) {
+            return Err(DomainError::InvalidToken);
+        }
+        let owner = match views.session_owner(token.session_key) {
+            Some(owner) => Some(owner),
+            None => self.inner.feed.load_session(&token.session_id).await?,
+        };
+        if owner != Some(token.user_key) {
+            return Err(DomainError::InvalidToken);
+        }
+        Ok(())
     }
 
     /// Whether the holder has `role` now, directly or through the hierarchy.
@@ -214,6 +231,14 @@ impl HotPath {
         self.inner.feed.run(interval, shutdown).await;
     }
 
+    /// Remembers a session this replica has just started, so its tokens validate
+    /// here without a read.
+    pub fn session_started(&self, session_id: &str, user_id: &str, expires_at_ms: i64) {
+        self.inner
+            .feed
+            .put_session(session_id, user_id, expires_at_ms);
+    }
+
     /// Brings this replica's memory up to date with a change it has just committed.
     /// A failure is logged and left to the next poll of the feed.
     pub async fn apply(&self, kind: ChangeKind, subject: &str) {
@@ -235,6 +260,7 @@ impl HotPath {
         HotStats {
             staleness_ms: inner.clock.now_ms() - inner.views.synced_at_ms(),
             ended_sessions: inner.views.ended_session_count(),
+            live_sessions: inner.views.live_session_count(),
             cached_tokens: inner.tokens.cached(),
         }
     }

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::keys::KeyRing;
+use super::{keys::KeyRing, views::uuid_key};
 use crate::{clock::Clock, domain::secrets::digest};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,11 @@ pub struct AccessClaims {
 pub struct VerifiedToken {
     pub user_id: String,
     pub session_id: String,
+    /// `sub` and `sid` as the views' keys (both are UUIDs in every token we sign).
+    pub user_key: u128,
+    pub session_key: u128,
+    /// The key that signed it: a cached token is refused once its key is withdrawn.
+    pub kid: Arc<str>,
     /// Unix seconds, as in the token.
     pub expires_at: i64,
     pub issued_at: i64,
@@ -171,8 +176,9 @@ impl AccessTokens {
         }
         let digest = digest(token);
         if let Some(hit) = self.cache.get(&digest) {
-            // The cache may keep an entry a moment past expiry; re-check.
-            return if hit.unexpired(now_ms) {
+            // The cache may keep an entry a moment past expiry, or past the
+            // withdrawal of its key; re-check both.
+            return if hit.unexpired(now_ms) && keys.current().verifying.contains_key(&*hit.kid) {
                 Ok(hit)
             } else {
                 Err(Rejection::Invalid)
@@ -201,7 +207,14 @@ impl AccessTokens {
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|_| Rejection::Invalid)?;
         let claims = data.claims;
+        let (Some(user_key), Some(session_key)) = (uuid_key(&claims.sub), uuid_key(&claims.sid))
+        else {
+            return Err(Rejection::Invalid);
+        };
         let verified = VerifiedToken {
+            user_key,
+            session_key,
+            kid: Arc::from(kid),
             user_id: claims.sub,
             session_id: claims.sid,
             expires_at: claims.exp,
@@ -230,6 +243,9 @@ mod tests {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
     use proptest::{prelude::*, sample::Index};
 
+    const USER: &str = "6f1c2a0e-1b7d-4c3e-9a55-0d2f3e4a5b6c";
+    const SESSION: &str = "0e8a7c52-3f1d-4b6a-8d9e-1c2b3a4f5e6d";
+
     /// Characters a JWT is made of, and so the likeliest to survive a first glance.
     const JWT_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
 
@@ -254,8 +270,8 @@ mod tests {
             .issue(
                 &keys,
                 AccessGrant {
-                    user_id: "user-1",
-                    session_id: "session-1",
+                    user_id: USER,
+                    session_id: SESSION,
                     roles: vec!["admin".to_owned()],
                     issued_at_ms: clock.now_ms(),
                     expires_at: clock.now_ms().div_euclid(1000) + secs,
@@ -288,8 +304,8 @@ mod tests {
     fn the_untouched_genuine_token_verifies() {
         let f = fixture();
         let verified = f.verify(&f.genuine).expect("genuine token verifies");
-        assert_eq!(verified.user_id, "user-1");
-        assert_eq!(verified.session_id, "session-1");
+        assert_eq!(verified.user_id, USER);
+        assert_eq!(verified.session_id, SESSION);
         // Twice: the second answer comes from the cache.
         assert!(f.verify(&f.genuine).is_ok());
     }
@@ -326,8 +342,8 @@ mod tests {
             .issue(
                 &f.keys,
                 AccessGrant {
-                    user_id: "user-1",
-                    session_id: "session-1",
+                    user_id: USER,
+                    session_id: SESSION,
                     roles: Vec::new(),
                     issued_at_ms: a_year_ahead_ms,
                     expires_at: a_year_ahead_ms / 1000 + 600,

@@ -1,5 +1,6 @@
 //! The memory views the hot path answers from: users (active flag and effective
-//! roles), ended sessions, and the role catalog. Written by the change feed and by
+//! roles), the sessions this server issued and those that ended (by UUID, as
+//! 128-bit keys), live API keys, and the role catalog. Written by the change feed and by
 //! the replica's own writes; read lock-free-ish (sharded maps, `ArcSwap`) by every
 //! ValidateToken and CheckRole call.
 
@@ -17,6 +18,19 @@ use super::{
 };
 use crate::store::{entities::api_key, UserWithRoles};
 
+/// A session this server issued and that has not ended.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownSession {
+    pub user: u128,
+    /// Its absolute end (Unix ms): no token of the session outlives it.
+    pub expires_at_ms: i64,
+}
+
+/// A UUID as the 128-bit key the views use; `None` for anything else.
+pub fn uuid_key(id: &str) -> Option<u128> {
+    uuid::Uuid::try_parse(id).ok().map(|id| id.as_u128())
+}
+
 /// What the hot path needs to know about a user.
 #[derive(Debug)]
 pub struct UserEntry {
@@ -29,8 +43,10 @@ pub struct UserEntry {
 pub(super) struct Views {
     catalog: ArcSwap<RoleCatalog>,
     users: DashMap<String, Arc<UserEntry>>,
-    /// session id → when it ended (Unix ms).
-    ended_sessions: DashMap<String, i64>,
+    /// Live sessions: session id → its user and absolute end.
+    sessions: DashMap<u128, KnownSession>,
+    /// Ended sessions → until when one of their tokens may still be unexpired (ms).
+    ended_sessions: DashMap<u128, i64>,
     /// Live API keys by the SHA-256 of the key.
     api_keys: ApiKeyTable,
     /// Key id → (last use to record, first use ever), drained in batches.
@@ -74,23 +90,38 @@ impl Views {
         }
     }
 
-    pub fn session_ended(&self, session_id: &str) -> bool {
-        self.ended_sessions.contains_key(session_id)
+    pub fn session_ended(&self, session: u128) -> bool {
+        self.ended_sessions.contains_key(&session)
     }
 
-    pub fn end_session(&self, session_id: String, ended_at_ms: i64) {
-        self.ended_sessions.insert(session_id, ended_at_ms);
+    /// The live session's user, if this view knows the session.
+    pub fn session_owner(&self, session: u128) -> Option<u128> {
+        self.sessions.get(&session).map(|known| known.user)
     }
 
-    /// Forgets sessions that ended before `before_ms`: no token of theirs can still
-    /// be unexpired.
-    pub fn prune_ended_sessions(&self, before_ms: i64) {
-        self.ended_sessions
-            .retain(|_, ended_at| *ended_at >= before_ms);
+    pub fn put_session(&self, session: u128, known: KnownSession) {
+        self.sessions.insert(session, known);
+    }
+
+    /// Marks a session ended until `tokens_expire_by` (ms).
+    pub fn end_session(&self, session: u128, tokens_expire_by: i64) {
+        self.sessions.remove(&session);
+        self.ended_sessions.insert(session, tokens_expire_by);
+    }
+
+    /// Forgets sessions none of whose tokens can be unexpired after `after_ms`.
+    pub fn prune_sessions(&self, after_ms: i64) {
+        self.ended_sessions.retain(|_, until| *until >= after_ms);
+        self.sessions
+            .retain(|_, known| known.expires_at_ms >= after_ms);
     }
 
     pub fn ended_session_count(&self) -> usize {
         self.ended_sessions.len()
+    }
+
+    pub fn live_session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     pub fn api_key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKeyEntry>> {

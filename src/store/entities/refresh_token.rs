@@ -12,6 +12,8 @@ pub struct Model {
     pub issued_at: i64,
     pub expires_at: i64,
     pub spent_at: Option<i64>,
+    /// The `exp` bound (Unix ms) of the access token issued with this refresh token.
+    pub access_expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,9 @@ pub struct Model {
     pub expires_at: i64,
     pub ended_at: Option<i64>,
     pub end_reason: Option<String>,
+    /// Set when the session ends: the latest `exp` (Unix ms) of any access token
+    /// issued in it. `None`: use `expires_at`, which caps every token of the session.
+    pub tokens_expire_by: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,8 @@ pub struct Model {
     pub active_from: Option<i64>,
     /// When it stops signing (it stays published for an access-token lifetime more).
     pub retired_at: Option<i64>,
+    /// Withdrawn with `authd keys revoke`: unpublished, its tokens refused.
+    pub revoked_at: Option<i64>,
 }
 
 impl Model {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Model {
             .field("created_at", &self.created_at)
             .field("active_from", &self.active_from)
             .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish()
     }
 }
