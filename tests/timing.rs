@@ -1,12 +1,14 @@
 //! Login timing does not reveal which usernames exist. In a test binary of its own,
 //! so that no other test's hashing runs beside it.
 
-mod common;
+#[macro_use]
+#[path = "api/helpers/mod.rs"]
+mod helpers;
 
 use std::time::Instant;
 
+use crate::helpers::{register, Backend, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{register, Backend, TestDb, TestServer};
 use tonic::Code;
 
 async fn unknown_users_and_wrong_passwords_take_the_same_time(backend: Backend) {
@@ -16,7 +18,7 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time(backend: Backend) 
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.login_max_failures = 1000; // Many failures on purpose: keep throttling out of it.
     let server = TestServer::start_with(config).await;
     let mut client = server.auth().await;

@@ -1,9 +1,7 @@
 //! Prometheus metrics after real traffic.
 
-mod common;
-
+use crate::helpers::{login, register, Backend, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{login, register, Backend, TestDb, TestServer};
 
 async fn metrics_count_requests_by_method_and_code_with_latency_histograms(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {

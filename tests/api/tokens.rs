@@ -1,16 +1,14 @@
 //! Access tokens: what ValidateToken accepts and refuses, JWKS, restarts and key
 //! rotation.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::helpers::{login, register, validate, Backend, TestDb, TestServer};
 use authd::grpc::pb::{self, auth_service_client::AuthServiceClient};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
 };
-use common::{login, register, validate, Backend, TestDb, TestServer};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::json;
 use sqlx::Row;
@@ -146,7 +144,7 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
         .is_ok());
 
     let parts: Vec<&str> = tokens.access_token.split('.').collect();
-    let mut promoted = common::token_claims(&tokens.access_token);
+    let mut promoted = crate::helpers::token_claims(&tokens.access_token);
     promoted["sub"] = json!(uuid::Uuid::new_v4().to_string());
     let tampered = format!(
         "{}.{}.{}",
@@ -321,7 +319,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     let old = login(&mut client, "alice").await;
     let old_kid = kid_of(&old.access_token);
 
-    let output = common::authd_cli(&db, &["keys", "rotate"], None).await;
+    let output = crate::helpers::authd_cli(&db, &["keys", "rotate"], None).await;
     assert!(
         output.status.success(),
         "{}",
@@ -366,7 +364,8 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
     let old_kid = kid_of(&old.access_token);
 
     let rotated = std::time::Instant::now();
-    let output = common::authd_cli(&db, &["keys", "rotate", "--activate-in", "5s"], None).await;
+    let output =
+        crate::helpers::authd_cli(&db, &["keys", "rotate", "--activate-in", "5s"], None).await;
     assert!(
         output.status.success(),
         "{}",
@@ -375,7 +374,7 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
     assert!(String::from_utf8_lossy(&output.stdout).contains("published now, signs in 5s"));
 
     // Published at once (through the change feed), beside the key that still signs.
-    let published = common::eventually(Duration::from_secs(2), || {
+    let published = crate::helpers::eventually(Duration::from_secs(2), || {
         let mut client = client.clone();
         async move {
             let set: serde_json::Value =
@@ -419,7 +418,7 @@ async fn access_tokens_expire_to_the_second(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.access_token_ttl = Duration::from_secs(2);
     let server = TestServer::start_with(config).await;
     let mut client = server.auth().await;

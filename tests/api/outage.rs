@@ -5,12 +5,10 @@
 //! PostgreSQL only: the outage is real (the database refuses connections and its
 //! sessions are terminated). SQLite has no server to lose.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::helpers::{login, register, validate, Backend, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, TestDb, TestServer};
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
@@ -67,7 +65,7 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.max_staleness = Duration::from_secs(4);
     config.database.database_timeout = Duration::from_secs(1);
     let server = TestServer::start_with(config).await;
@@ -100,7 +98,7 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
 
     // Readiness follows the database; liveness does not.
     let channel = server.channel().await;
-    let not_ready = common::eventually(Duration::from_secs(5), || {
+    let not_ready = crate::helpers::eventually(Duration::from_secs(5), || {
         let channel = channel.clone();
         async move { health(channel, "").await == NOT_SERVING }
     })
@@ -120,7 +118,7 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
     let status = client
         .login(pb::LoginRequest {
             username: "alice".into(),
-            password: common::PASSWORD.into(),
+            password: crate::helpers::PASSWORD.into(),
         })
         .await
         .expect_err("login needs the database");
@@ -134,7 +132,7 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
         .register(pb::RegisterRequest {
             username: "bob".into(),
             email: "bob@example.com".into(),
-            password: common::PASSWORD.into(),
+            password: crate::helpers::PASSWORD.into(),
             full_name: String::new(),
         })
         .await
@@ -152,7 +150,7 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
     assert_eq!(status.code(), Code::Unavailable);
 
     set_database_reachable(&db, true).await;
-    let recovered = common::eventually(Duration::from_secs(15), || {
+    let recovered = crate::helpers::eventually(Duration::from_secs(15), || {
         let channel = channel.clone();
         let mut client = client.clone();
         let token = tokens.access_token.clone();

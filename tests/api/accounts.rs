@@ -1,11 +1,9 @@
 //! Register and Login through the real gRPC API.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::helpers::{login, register, validate, Backend, TestDb, TestServer, PASSWORD};
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, TestDb, TestServer, PASSWORD};
 use tonic::Code;
 
 async fn register_req(
@@ -236,7 +234,7 @@ async fn passwords_are_stored_as_argon2id_and_weaker_hashes_are_upgraded(backend
     assert!(!stored.contains(PASSWORD));
 
     // The operator raises the cost: the next successful login rehashes.
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.hashing.argon2_memory_kib = 24_576;
     let server = TestServer::start_with(config).await;
     let mut client = server.auth().await;
@@ -258,7 +256,7 @@ async fn consecutive_failures_lock_the_username_and_success_resets(backend: Back
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.login_max_failures = 3;
     config.login_lockout = std::time::Duration::from_secs(2);
     let server = TestServer::start_with(config).await;

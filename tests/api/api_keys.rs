@@ -1,12 +1,10 @@
 //! API keys: created by admins (or the CLI), validated on the hot path like access
 //! tokens, revoked at once here and within 2 s on other replicas.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::helpers::{admin_token, validate, Backend, ServerProcess, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{admin_token, validate, Backend, ServerProcess, TestDb, TestServer};
 use sqlx::Row;
 use tonic::Code;
 
@@ -363,21 +361,21 @@ async fn the_secret_never_reaches_the_database_file_or_the_logs(backend: Backend
     let dir = tempfile::tempdir().expect("dir");
     let log_path = dir.path().join("authd.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let port = common::free_port();
+    let port = crate::helpers::free_port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"))
         .arg("serve")
         .env("AUTHD_DATABASE_URL", &db.url)
         .env("AUTHD_LISTEN", format!("127.0.0.1:{port}"))
         .env(
             "AUTHD_HTTP_LISTEN",
-            format!("127.0.0.1:{}", common::free_port()),
+            format!("127.0.0.1:{}", crate::helpers::free_port()),
         )
         .env("RUST_LOG", "debug")
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    let key = common::authd_cli(
+    let key = crate::helpers::authd_cli(
         &db,
         &[
             "apikey",
@@ -412,7 +410,7 @@ async fn the_secret_never_reaches_the_database_file_or_the_logs(backend: Backend
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut client = pb::auth_service_client::AuthServiceClient::new(channel);
-    let seen = common::eventually(Duration::from_secs(5), || {
+    let seen = crate::helpers::eventually(Duration::from_secs(5), || {
         let mut client = client.clone();
         let secret = secret.clone();
         async move { validate(&mut client, &secret).await.is_ok() }
@@ -472,7 +470,7 @@ async fn another_replica_refuses_a_revoked_key_within_two_seconds(backend: Backe
         .await
         .expect("create")
         .into_inner();
-    let known = common::eventually(Duration::from_secs(2), || {
+    let known = crate::helpers::eventually(Duration::from_secs(2), || {
         let mut there = there.clone();
         let key = created.api_key.clone();
         async move { validate(&mut there, &key).await.is_ok() }
@@ -487,7 +485,7 @@ async fn another_replica_refuses_a_revoked_key_within_two_seconds(backend: Backe
         .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
         .await
         .expect("revoke");
-    let took = common::eventually(Duration::from_secs(2), || {
+    let took = crate::helpers::eventually(Duration::from_secs(2), || {
         let mut there = there.clone();
         let key = created.api_key.clone();
         async move { validate(&mut there, &key).await.is_err() }

@@ -2,9 +2,7 @@
 //! file, and the `google.rpc` error details our errors carry can be resolved, so a
 //! `BadRequest` shows as fields instead of raw bytes.
 
-mod common;
-
-use common::{Backend, TestDb, TestServer};
+use crate::helpers::{Backend, TestDb, TestServer};
 use prost::Message;
 use tonic_reflection::pb::v1::{
     server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,

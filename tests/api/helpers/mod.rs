@@ -29,14 +29,13 @@ pub enum Backend {
 
 /// Runs each named `async fn name(backend: Backend)` once on SQLite and once on
 /// PostgreSQL (the latter skips itself when no test database is configured).
-#[macro_export]
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await
+                    super::$name($crate::helpers::Backend::Sqlite).await
                 }
             )*
         }
@@ -44,7 +43,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Postgres).await
+                    super::$name($crate::helpers::Backend::Postgres).await
                 }
             )*
         }

@@ -1,9 +1,7 @@
 //! The command line as an operator meets it: bad settings stop start-up with one
 //! clear line, `migrate` is idempotent, `--help` documents every setting.
 
-mod common;
-
-use common::{authd_cli, Backend, TestDb};
+use crate::helpers::{authd_cli, Backend, TestDb};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd"));

@@ -2,8 +2,7 @@
 //! `serve` on a free port, called through a generated Health client as a backend's
 //! caller would.
 
-mod common;
-#[path = "../examples/protected_service.rs"]
+#[path = "../../examples/protected_service.rs"]
 mod protected_service;
 
 use std::{
@@ -11,8 +10,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::helpers::{admin_token, login, register, Backend, Bearer, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{admin_token, login, register, Backend, Bearer, TestDb, TestServer};
 use protected_service::{authd_channel, AuthGuardLayer, Caller};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{

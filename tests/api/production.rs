@@ -1,12 +1,12 @@
 //! Production behaviour: replicas starting together, throttling shared across
 //! replicas, hostile input and shutdown under load.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::helpers::{
+    login, register, validate, Backend, ServerProcess, TestDb, TestServer, PASSWORD,
+};
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, ServerProcess, TestDb, TestServer, PASSWORD};
 use tonic::{transport::Channel, Code};
 
 async fn three_replicas_started_together_on_an_empty_database_all_serve(backend: Backend) {
@@ -49,7 +49,7 @@ async fn login_throttling_is_shared_across_replicas(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.login_max_failures = 4;
     let here = TestServer::start_with(config).await;
     let there = ServerProcess::start(&db, &[("AUTHD_LOGIN_MAX_FAILURES", "4")]).await;

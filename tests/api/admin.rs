@@ -2,16 +2,14 @@
 //! paging, fresh roles on existing tokens, deactivation, ending sessions, the
 //! last-admin rule, the audit trail, a second replica, and `authd user create`.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
-use authd::grpc::pb::{
-    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
-};
-use common::{
+use crate::helpers::{
     admin_token, authd_cli, login, register, validate, Backend, Bearer, ServerProcess, TestDb,
     TestServer, PASSWORD,
+};
+use authd::grpc::pb::{
+    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
 };
 use tonic::{service::interceptor::InterceptedService, transport::Channel, Code, Status};
 
@@ -420,7 +418,7 @@ async fn assigned_roles_apply_at_once_to_tokens_issued_before(backend: Backend) 
         .await
         .expect("refresh");
     assert_eq!(
-        common::token_claims(&refreshed.access_token)["roles"],
+        crate::helpers::token_claims(&refreshed.access_token)["roles"],
         serde_json::json!(["viewer", "user", "editor"])
     );
 
@@ -910,7 +908,7 @@ async fn a_role_change_reaches_another_replica_within_two_seconds(backend: Backe
             async move { check_role(&mut remote, &token, role).await == Ok(expected) }
         }
     };
-    let seen = common::eventually(Duration::from_secs(2), allowed_on("editor", true))
+    let seen = crate::helpers::eventually(Duration::from_secs(2), allowed_on("editor", true))
         .await
         .expect("the other replica sees the new role within 2 s");
     eprintln!("role assignment reached the other replica after {seen:?}");
@@ -918,7 +916,7 @@ async fn a_role_change_reaches_another_replica_within_two_seconds(backend: Backe
     revoke_role(&mut f.admin, &alice.id, "editor")
         .await
         .expect("revoke");
-    let seen = common::eventually(Duration::from_secs(2), allowed_on("editor", false))
+    let seen = crate::helpers::eventually(Duration::from_secs(2), allowed_on("editor", false))
         .await
         .expect("the other replica sees the revocation within 2 s");
     eprintln!("role revocation reached the other replica after {seen:?}");
@@ -926,7 +924,7 @@ async fn a_role_change_reaches_another_replica_within_two_seconds(backend: Backe
     set_active(&mut f.admin, &alice.id, false)
         .await
         .expect("deactivate");
-    let seen = common::eventually(Duration::from_secs(2), || {
+    let seen = crate::helpers::eventually(Duration::from_secs(2), || {
         let (mut remote, token) = (remote.clone(), token.clone());
         async move { code(validate(&mut remote, &token).await) == Code::Unauthenticated }
     })

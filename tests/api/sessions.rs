@@ -1,12 +1,10 @@
 //! Sessions: refresh rotation, reuse detection, races, logout, lifetimes, and
 //! revocation seen by another replica.
 
-mod common;
-
 use std::{collections::HashMap, time::Duration};
 
+use crate::helpers::{login, register, validate, Backend, ServerProcess, TestDb, TestServer};
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, ServerProcess, TestDb, TestServer};
 use tonic::{transport::Channel, Code};
 
 type Client = pb::auth_service_client::AuthServiceClient<Channel>;
@@ -30,7 +28,7 @@ async fn logout(client: &mut Client, token: &str) -> Result<(), tonic::Status> {
 }
 
 fn jti(token: &str) -> String {
-    common::token_claims(token)["jti"]
+    crate::helpers::token_claims(token)["jti"]
         .as_str()
         .expect("jti")
         .to_owned()
@@ -225,7 +223,7 @@ async fn refresh_tokens_expire(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.refresh_token_ttl = Duration::from_secs(2);
     let server = TestServer::start_with(config).await;
     let mut client = server.auth().await;
@@ -246,7 +244,7 @@ async fn refresh_cannot_extend_a_session_past_its_absolute_lifetime(backend: Bac
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let mut config = common::config_for(&db);
+    let mut config = crate::helpers::config_for(&db);
     config.session_max_ttl = Duration::from_secs(3);
     config.access_token_ttl = Duration::from_secs(60);
     config.refresh_token_ttl = Duration::from_secs(60);
@@ -310,7 +308,7 @@ async fn another_replica_refuses_a_logged_out_session_within_two_seconds(backend
     logout(&mut here, &tokens.refresh_token)
         .await
         .expect("logout");
-    let took = common::eventually(Duration::from_secs(2), || {
+    let took = crate::helpers::eventually(Duration::from_secs(2), || {
         let mut there = there.clone();
         let token = tokens.access_token.clone();
         async move { validate(&mut there, &token).await.is_err() }

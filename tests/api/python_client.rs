@@ -2,9 +2,7 @@
 //! check a role and verify the token locally from the JWKS, and exit 0. Skipped (with a
 //! note) where python3 lacks the packages in `examples/python/requirements.txt`.
 
-mod common;
-
-use common::{Backend, TestDb, TestServer};
+use crate::helpers::{Backend, TestDb, TestServer};
 use tokio::process::Command;
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
