@@ -5,6 +5,15 @@
 //! One test binary, so that a change to the crate relinks one executable instead of
 //! one per file. The fixture is in `helpers`. Login timing has a binary of its own
 //! (`tests/timing.rs`): it must not share the machine with other tests' hashing.
+//!
+//! Tests are named `<file>::<behaviour>::{sqlite,postgres}`; to run a part:
+//!
+//! ```sh
+//! cargo test --test api admin::                  # one file's tests
+//! cargo test --test api -- examples:: python_client::
+//! AUTHD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo test --test api -- ::postgres        # PostgreSQL only
+//! ```
 
 #[macro_use]
 mod helpers;

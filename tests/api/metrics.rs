@@ -1,4 +1,6 @@
-//! Prometheus metrics after real traffic.
+//! Prometheus metrics after real traffic. The recorder is process-wide, so the
+//! other tests' traffic shows here too: what is checked is what this test's own
+//! calls must have produced.
 
 use crate::helpers::TestApp;
 
