@@ -1,20 +1,18 @@
 //! Access tokens: what ValidateToken accepts and refuses, JWKS, restarts and key
 //! rotation.
 
-mod common;
-
 use std::time::Duration;
 
-use authd::grpc::pb::{self, auth_service_client::AuthServiceClient};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
 };
-use common::{login, register, validate, Backend, TestDb, TestServer};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::json;
 use sqlx::Row;
-use tonic::{transport::Channel, Code};
+use tonic::Code;
+
+use crate::helpers::{eventually, token_claims, TestApp, TestDb};
 
 /// The active signing key, read straight from the database (what an attacker
 /// must never have; the tests use it to forge tokens that differ in one claim).
@@ -41,33 +39,16 @@ fn kid_of(token: &str) -> String {
         .expect("kid")
 }
 
-/// The JWK Set as GetJwks answers it.
-async fn jwks(client: &mut AuthServiceClient<Channel>) -> String {
-    client
-        .get_jwks(pb::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json
-}
-
 fn claims(sub: &str, sid: &str, iss: &str, aud: &str, iat: i64, exp: i64) -> serde_json::Value {
     json!({"iss": iss, "aud": aud, "sub": sub, "sid": sid, "iat": iat, "nbf": iat, "exp": exp,
            "jti": uuid::Uuid::new_v4().to_string(), "roles": ["admin"]})
 }
 
-async fn validate_answers_identity_session_and_times(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register(&mut client, "alice").await;
+async fn validate_answers_identity_session_and_times(app: TestApp) {
+    let user = app.register("alice").await;
     let before = chrono::Utc::now().timestamp();
-    let tokens = login(&mut client, "alice").await;
-    let answer = validate(&mut client, &tokens.access_token)
-        .await
-        .expect("valid");
+    let tokens = app.login("alice").await;
+    let answer = app.validate(&tokens.access_token).await.expect("valid");
     assert_eq!(answer.user_id, user.id);
     assert_eq!(answer.username, "alice");
     assert_eq!(answer.roles, ["viewer", "user"]);
@@ -77,76 +58,50 @@ async fn validate_answers_identity_session_and_times(backend: Backend) {
     assert!(issued >= before && issued <= before + 2);
     assert_eq!(expires - issued, 15 * 60);
 
-    let check = |role: &str| pb::CheckRoleRequest {
-        token: tokens.access_token.clone(),
-        role: role.into(),
-    };
-    let allowed = client
-        .check_role(check("viewer"))
-        .await
-        .expect("check")
-        .into_inner();
+    let check = |role: &'static str| app.check_role(&tokens.access_token, role);
+    let allowed = check("viewer").await.expect("check");
     assert!(allowed.allowed);
     assert_eq!(allowed.user_id, user.id);
-    assert!(
-        !client
-            .check_role(check("editor"))
-            .await
-            .expect("check")
-            .into_inner()
-            .allowed
-    );
+    assert!(!check("editor").await.expect("check").allowed);
     assert_eq!(
-        client
-            .check_role(check("superuser"))
-            .await
-            .expect_err("unknown role")
-            .code(),
+        check("superuser").await.expect_err("unknown role").code(),
         Code::NotFound
     );
     assert_eq!(
-        client
-            .check_role(check(""))
-            .await
-            .expect_err("empty role")
-            .code(),
+        check("").await.expect_err("empty role").code(),
         Code::InvalidArgument
     );
-    let bad = pb::CheckRoleRequest {
-        token: "garbage".into(),
-        role: "viewer".into(),
-    };
     assert_eq!(
-        client.check_role(bad).await.expect_err("bad token").code(),
+        app.check_role("garbage", "viewer")
+            .await
+            .expect_err("bad token")
+            .code(),
         Code::Unauthenticated
     );
 }
 
-async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register(&mut client, "alice").await;
-    let tokens = login(&mut client, "alice").await;
-    let sid = validate(&mut client, &tokens.access_token)
+async fn forged_tampered_and_foreign_tokens_are_unauthenticated(app: TestApp) {
+    let user = app.register("alice").await;
+    let tokens = app.login("alice").await;
+    let sid = app
+        .validate(&tokens.access_token)
         .await
         .expect("valid")
         .session_id;
-    let (kid, key) = active_key(&db).await;
+    let (kid, key) = active_key(&app.db).await;
     let now = chrono::Utc::now().timestamp();
     let sign = |header: &Header, claims: &serde_json::Value, key: &EncodingKey| {
         jsonwebtoken::encode(header, claims, key).expect("sign")
     };
     let good = claims(&user.id, &sid, "authd", "authd", now, now + 600);
     // Our own key signs this one correctly: the baseline must validate.
-    assert!(validate(&mut client, &sign(&header(&kid), &good, &key))
+    assert!(app
+        .validate(&sign(&header(&kid), &good, &key))
         .await
         .is_ok());
 
     let parts: Vec<&str> = tokens.access_token.split('.').collect();
-    let mut promoted = common::token_claims(&tokens.access_token);
+    let mut promoted = token_claims(&tokens.access_token);
     promoted["sub"] = json!(uuid::Uuid::new_v4().to_string());
     let tampered = format!(
         "{}.{}.{}",
@@ -160,7 +115,7 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
         parts[1]
     );
     let public_x = {
-        let jwks: serde_json::Value = serde_json::from_str(&jwks(&mut client).await).expect("json");
+        let jwks: serde_json::Value = serde_json::from_str(&app.jwks().await).expect("json");
         jwks["keys"][0]["x"].as_str().expect("x").to_owned()
     };
     let mut hs_header = header(&kid);
@@ -239,7 +194,7 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
     ];
     let mut messages = std::collections::HashSet::new();
     for (name, token) in cases {
-        let status = validate(&mut client, &token).await.expect_err(name);
+        let status = app.validate(&token).await.expect_err(name);
         assert_eq!(status.code(), Code::Unauthenticated, "{name}");
         messages.insert(status.message().to_owned());
     }
@@ -249,20 +204,15 @@ async fn forged_tampered_and_foreign_tokens_are_unauthenticated(backend: Backend
         "one message for every bad token: {messages:?}"
     );
     // The genuine token is unaffected by all of that.
-    assert!(validate(&mut client, &tokens.access_token).await.is_ok());
+    assert!(app.validate(&tokens.access_token).await.is_ok());
 }
 
-async fn tokens_verify_with_a_standard_library_from_the_published_jwks(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register(&mut client, "alice").await;
-    let tokens = login(&mut client, "alice").await;
+async fn tokens_verify_with_a_standard_library_from_the_published_jwks(app: TestApp) {
+    let user = app.register("alice").await;
+    let tokens = app.login("alice").await;
 
-    let grpc_jwks = jwks(&mut client).await;
-    let response = reqwest::get(format!("http://{}/.well-known/jwks.json", server.http_addr))
+    let grpc_jwks = app.jwks().await;
+    let response = reqwest::get(format!("http://{}/.well-known/jwks.json", app.http_addr()))
         .await
         .expect("GET jwks");
     assert!(response.status().is_success());
@@ -293,35 +243,24 @@ async fn tokens_verify_with_a_standard_library_from_the_published_jwks(backend: 
     }
 }
 
-async fn tokens_stay_valid_across_a_restart(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let tokens = login(&mut client, "alice").await;
-    server.stop().await;
+async fn tokens_stay_valid_across_a_restart(mut app: TestApp) {
+    app.register("alice").await;
+    let tokens = app.login("alice").await;
+    app.restart().await;
 
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let answer = validate(&mut client, &tokens.access_token)
+    let answer = app
+        .validate(&tokens.access_token)
         .await
         .expect("still valid after restart");
     assert_eq!(answer.username, "alice");
 }
 
-async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let old = login(&mut client, "alice").await;
+async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(app: TestApp) {
+    app.register("alice").await;
+    let old = app.login("alice").await;
     let old_kid = kid_of(&old.access_token);
 
-    let output = common::authd_cli(&db, &["keys", "rotate"], None).await;
+    let output = app.db.cli(&["keys", "rotate"], None).await;
     assert!(
         output.status.success(),
         "{}",
@@ -332,7 +271,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     let started = std::time::Instant::now();
     let mut new_kid = None;
     while new_kid.is_none() && started.elapsed() < Duration::from_secs(2) {
-        let tokens = login(&mut client, "alice").await;
+        let tokens = app.login("alice").await;
         let kid = kid_of(&tokens.access_token);
         if kid != old_kid {
             new_kid = Some((kid, tokens));
@@ -341,32 +280,30 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(backend: Ba
     assert!(new_kid.is_some(), "new key in use within 2 s");
     let (new_kid, new) = new_kid.expect("new token");
     assert!(
-        validate(&mut client, &old.access_token).await.is_ok(),
+        app.validate(&old.access_token).await.is_ok(),
         "old token still valid"
     );
     assert!(
-        validate(&mut client, &new.access_token).await.is_ok(),
+        app.validate(&new.access_token).await.is_ok(),
         "new token valid"
     );
-    let jwks = jwks(&mut client).await;
+    let jwks = app.jwks().await;
     assert!(
         jwks.contains(&old_kid) && jwks.contains(&new_kid),
         "both keys published: {jwks}"
     );
 }
 
-async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let old = login(&mut client, "alice").await;
+async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(app: TestApp) {
+    app.register("alice").await;
+    let old = app.login("alice").await;
     let old_kid = kid_of(&old.access_token);
 
     let rotated = std::time::Instant::now();
-    let output = common::authd_cli(&db, &["keys", "rotate", "--activate-in", "5s"], None).await;
+    let output = app
+        .db
+        .cli(&["keys", "rotate", "--activate-in", "5s"], None)
+        .await;
     assert!(
         output.status.success(),
         "{}",
@@ -375,17 +312,16 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
     assert!(String::from_utf8_lossy(&output.stdout).contains("published now, signs in 5s"));
 
     // Published at once (through the change feed), beside the key that still signs.
-    let published = common::eventually(Duration::from_secs(2), || {
-        let mut client = client.clone();
+    let published = eventually(Duration::from_secs(2), || {
+        let app = &app;
         async move {
-            let set: serde_json::Value =
-                serde_json::from_str(&jwks(&mut client).await).expect("JWK Set");
+            let set: serde_json::Value = serde_json::from_str(&app.jwks().await).expect("JWK Set");
             set["keys"].as_array().expect("keys").len() == 2
         }
     })
     .await;
     assert!(published.is_some(), "new key published within 2 s");
-    let before = login(&mut client, "alice").await;
+    let before = app.login("alice").await;
     assert!(
         rotated.elapsed() < Duration::from_secs(5),
         "too slow to observe the interval"
@@ -399,7 +335,7 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
     // From then on the new key signs, and tokens of both keys validate.
     let mut new = None;
     while new.is_none() && rotated.elapsed() < Duration::from_secs(8) {
-        let tokens = login(&mut client, "alice").await;
+        let tokens = app.login("alice").await;
         if kid_of(&tokens.access_token) != old_kid {
             new = Some(tokens);
         } else {
@@ -411,22 +347,17 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(backend: B
         rotated.elapsed() >= Duration::from_secs(4),
         "switched early"
     );
-    assert!(validate(&mut client, &old.access_token).await.is_ok());
-    assert!(validate(&mut client, &new.access_token).await.is_ok());
+    assert!(app.validate(&old.access_token).await.is_ok());
+    assert!(app.validate(&new.access_token).await.is_ok());
 }
 
-async fn access_tokens_expire_to_the_second(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.access_token_ttl = Duration::from_secs(2);
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let tokens = login(&mut client, "alice").await;
+async fn access_tokens_expire_to_the_second(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.access_token_ttl = Duration::from_secs(2)).await;
+    app.register("alice").await;
+    let tokens = app.login("alice").await;
     assert_eq!(tokens.expires_in, 2);
-    let exp = validate(&mut client, &tokens.access_token)
+    let exp = app
+        .validate(&tokens.access_token)
         .await
         .expect("valid")
         .expires_at
@@ -439,7 +370,8 @@ async fn access_tokens_expire_to_the_second(backend: Backend) {
         ((wait_until - now).max(0) * 1000 + 100) as u64,
     ))
     .await;
-    let status = validate(&mut client, &tokens.access_token)
+    let status = app
+        .validate(&tokens.access_token)
         .await
         .expect_err("expired");
     assert_eq!(status.code(), Code::Unauthenticated);

@@ -1,89 +1,73 @@
 //! Production behaviour: replicas starting together, throttling shared across
 //! replicas, hostile input and shutdown under load.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, ServerProcess, TestDb, TestServer, PASSWORD};
 use tonic::{transport::Channel, Code};
 
-async fn three_replicas_started_together_on_an_empty_database_all_serve(backend: Backend) {
-    if backend != Backend::Postgres {
-        return; // Replicas share a database on PostgreSQL.
-    }
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+use crate::helpers::{AuthClient, ServerProcess, TestApp, TestDb, PASSWORD};
+
+async fn three_replicas_started_together_on_an_empty_database_all_serve(db: TestDb) {
     let (a, b, c) = tokio::join!(
         ServerProcess::start(&db, &[]),
         ServerProcess::start(&db, &[]),
         ServerProcess::start(&db, &[])
     );
-    let mut sql = db.sql().await;
-    let keys: i64 = sqlx::Row::get(
-        &sqlx::query("SELECT COUNT(*) FROM signing_keys")
-            .fetch_one(&mut sql)
-            .await
-            .expect("count"),
-        0,
-    );
+    let keys = db.count("signing_keys").await;
     assert_eq!(keys, 1, "the first signing key is created exactly once");
-    let mut first = a.auth().await;
-    register(&mut first, "alice").await;
-    let tokens = login(&mut first, "alice").await;
+    let first = a.client().await;
+    first.register("alice").await;
+    let tokens = first.login("alice").await;
     for replica in [&b, &c] {
-        let mut client = replica.auth().await;
-        let answer = validate(&mut client, &tokens.access_token)
+        let client = replica.client().await;
+        let answer = client
+            .validate(&tokens.access_token)
             .await
             .expect("token from replica A validates");
         assert_eq!(answer.username, "alice");
     }
 }
 
-async fn login_throttling_is_shared_across_replicas(backend: Backend) {
-    if backend != Backend::Postgres {
-        return; // Replicas share a database on PostgreSQL.
-    }
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.login_max_failures = 4;
-    let here = TestServer::start_with(config).await;
-    let there = ServerProcess::start(&db, &[("AUTHD_LOGIN_MAX_FAILURES", "4")]).await;
-    let (mut a, mut b) = (here.auth().await, there.auth().await);
-    register(&mut a, "alice").await;
-    let wrong = || pb::LoginRequest {
-        username: "alice".into(),
-        password: "wrong password".into(),
-    };
-    let right = || pb::LoginRequest {
-        username: "alice".into(),
-        password: PASSWORD.into(),
-    };
+async fn login_throttling_is_shared_across_replicas(db: TestDb) {
+    let here = TestApp::spawn_with(db, |c| c.login_max_failures = 4).await;
+    let there = here.replica(&[("AUTHD_LOGIN_MAX_FAILURES", "4")]).await;
+    let (a, b): (&AuthClient, AuthClient) = (&here, there.client().await);
+    a.register("alice").await;
+    let wrong = "wrong password";
     for _ in 0..2 {
         assert_eq!(
-            a.login(wrong()).await.expect_err("wrong").code(),
+            a.login_with("alice", wrong)
+                .await
+                .expect_err("wrong")
+                .code(),
             Code::Unauthenticated
         );
         assert_eq!(
-            b.login(wrong()).await.expect_err("wrong").code(),
+            b.login_with("alice", wrong)
+                .await
+                .expect_err("wrong")
+                .code(),
             Code::Unauthenticated
         );
     }
     // Four failures in all, two on each replica: locked on both.
     assert_eq!(
-        a.login(right()).await.expect_err("locked").code(),
+        a.login_with("alice", PASSWORD)
+            .await
+            .expect_err("locked")
+            .code(),
         Code::ResourceExhausted
     );
     assert_eq!(
-        b.login(right()).await.expect_err("locked").code(),
+        b.login_with("alice", PASSWORD)
+            .await
+            .expect_err("locked")
+            .code(),
         Code::ResourceExhausted
     );
-    register(&mut b, "bob").await;
-    login(&mut a, "bob").await;
+    b.register("bob").await;
+    a.login("bob").await;
 }
 
 /// Raw bytes as a gRPC message, to send what no generated client would.
@@ -148,13 +132,12 @@ async fn raw_call(
     .map(|r| r.into_inner())
 }
 
-async fn still_serving(server: &TestServer) {
-    let mut client = server.auth().await;
+async fn still_serving(app: &TestApp) {
     assert!(
-        client.get_jwks(pb::GetJwksRequest {}).await.is_ok(),
+        app.grpc().get_jwks(pb::GetJwksRequest {}).await.is_ok(),
         "server still answers"
     );
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -164,25 +147,17 @@ async fn still_serving(server: &TestServer) {
     assert_eq!(status.into_inner().status, 1, "still SERVING");
 }
 
-async fn hostile_input_gets_an_error_status_and_the_server_stays_up(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-
+async fn hostile_input_gets_an_error_status_and_the_server_stays_up(app: TestApp) {
     // A 16 MiB message is refused by its declared length, not buffered and parsed.
-    let huge = client
-        .validate_token(pb::ValidateTokenRequest {
-            token: "a".repeat(16 << 20),
-        })
+    let huge = app
+        .validate(&"a".repeat(16 << 20))
         .await
         .expect_err("16 MiB");
     assert!(
         matches!(huge.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{huge:?}"
     );
-    still_serving(&server).await;
+    still_serving(&app).await;
 
     // Bytes that are not a valid protobuf message.
     for garbage in [
@@ -191,7 +166,7 @@ async fn hostile_input_gets_an_error_status_and_the_server_stays_up(backend: Bac
         vec![0x0a, 0x05, 0xc3, 0x28, 0xa0, 0xa1, 0xe2],
     ] {
         let status = raw_call(
-            server.channel().await,
+            app.channel().await,
             "/auth.v1.AuthService/ValidateToken",
             garbage,
         )
@@ -205,54 +180,42 @@ async fn hostile_input_gets_an_error_status_and_the_server_stays_up(backend: Bac
             "{status:?}"
         );
     }
-    still_serving(&server).await;
+    still_serving(&app).await;
 
     // Absurd metadata is refused before any handler runs.
-    let mut admin = server.admin(&"x".repeat(64 * 1024)).await;
+    let admin = app.admin_as(&"x".repeat(64 * 1024)).await;
     assert!(
-        admin
-            .list_users(pb::ListUsersRequest::default())
-            .await
-            .is_err(),
+        admin.list_users(0, "").await.is_err(),
         "64 KiB of metadata refused"
     );
-    still_serving(&server).await;
+    still_serving(&app).await;
 
     // Absurd token strings within the message limit are just invalid.
-    let status = validate(&mut client, &"e".repeat(60_000))
+    let status = app
+        .validate(&"e".repeat(60_000))
         .await
         .expect_err("long token");
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = validate(&mut client, "\u{0}\u{1}\u{feff}ü.ü.ü")
+    let status = app
+        .validate("\u{0}\u{1}\u{feff}ü.ü.ü")
         .await
         .expect_err("odd token");
     assert_eq!(status.code(), Code::Unauthenticated);
-    still_serving(&server).await;
+    still_serving(&app).await;
 }
 
-async fn sigterm_during_logins_lets_them_finish_and_exits_zero(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+async fn sigterm_during_logins_lets_them_finish_and_exits_zero(db: TestDb) {
     let mut server = ServerProcess::start(
         &db,
         &[("AUTHD_SHUTDOWN_GRACE", "10s"), ("AUTHD_HASH_WORKERS", "1")],
     )
     .await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
+    let client = server.client().await;
+    client.register("alice").await;
     let logins: Vec<_> = (0..8)
         .map(|_| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .login(pb::LoginRequest {
-                        username: "alice".into(),
-                        password: PASSWORD.into(),
-                    })
-                    .await
-                    .map(|_| ())
-            })
+            let client = client.clone();
+            tokio::spawn(async move { client.login_with("alice", PASSWORD).await.map(|_| ()) })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -277,8 +240,11 @@ async fn sigterm_during_logins_lets_them_finish_and_exits_zero(backend: Backend)
 }
 
 on_both_databases!(
-    three_replicas_started_together_on_an_empty_database_all_serve,
-    login_throttling_is_shared_across_replicas,
     hostile_input_gets_an_error_status_and_the_server_stays_up,
     sigterm_during_logins_lets_them_finish_and_exits_zero,
+);
+// Replicas share a database on PostgreSQL; SQLite is one file for one process.
+on_postgres!(
+    three_replicas_started_together_on_an_empty_database_all_serve,
+    login_throttling_is_shared_across_replicas,
 );

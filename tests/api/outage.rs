@@ -5,14 +5,13 @@
 //! PostgreSQL only: the outage is real (the database refuses connections and its
 //! sessions are terminated). SQLite has no server to lose.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, TestDb, TestServer};
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+use crate::helpers::{eventually, TestApp, TestDb, PASSWORD};
 
 async fn health(channel: Channel, service: &str) -> i32 {
     HealthClient::new(channel)
@@ -58,49 +57,36 @@ async fn set_database_reachable(db: &TestDb, reachable: bool) {
 }
 
 async fn validate_answers_from_memory_while_the_database_is_down_then_everything_recovers(
-    backend: Backend,
+    db: TestDb,
 ) {
-    if backend != Backend::Postgres {
-        eprintln!("skipped on SQLite: an outage needs a database server");
-        return;
-    }
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.max_staleness = Duration::from_secs(4);
-    config.database.database_timeout = Duration::from_secs(1);
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let tokens = login(&mut client, "alice").await;
-    assert!(validate(&mut client, &tokens.access_token).await.is_ok());
+    let app = TestApp::spawn_with(db, |c| {
+        c.max_staleness = Duration::from_secs(4);
+        c.database.database_timeout = Duration::from_secs(1);
+    })
+    .await;
+    app.register("alice").await;
+    let tokens = app.login("alice").await;
+    assert!(app.validate(&tokens.access_token).await.is_ok());
 
-    set_database_reachable(&db, false).await;
+    set_database_reachable(&app.db, false).await;
     let down_at = Instant::now();
 
     // Memory answers: no query is needed per call, so these succeed with no database.
     for _ in 0..200 {
-        validate(&mut client, &tokens.access_token)
+        app.validate(&tokens.access_token)
             .await
             .expect("validate from memory");
     }
-    let check = pb::CheckRoleRequest {
-        token: tokens.access_token.clone(),
-        role: "user".into(),
-    };
     assert!(
-        client
-            .check_role(check.clone())
+        app.check_role(&tokens.access_token, "user")
             .await
             .expect("check from memory")
-            .into_inner()
             .allowed
     );
 
     // Readiness follows the database; liveness does not.
-    let channel = server.channel().await;
-    let not_ready = common::eventually(Duration::from_secs(5), || {
+    let channel = app.channel().await;
+    let not_ready = eventually(Duration::from_secs(5), || {
         let channel = channel.clone();
         async move { health(channel, "").await == NOT_SERVING }
     })
@@ -117,11 +103,8 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
 
     // Calls that need the database fail fast and clearly.
     let started = Instant::now();
-    let status = client
-        .login(pb::LoginRequest {
-            username: "alice".into(),
-            password: common::PASSWORD.into(),
-        })
+    let status = app
+        .login_with("alice", PASSWORD)
         .await
         .expect_err("login needs the database");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -130,11 +113,12 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
         "login took {:?}",
         started.elapsed()
     );
-    let status = client
+    let status = app
+        .grpc()
         .register(pb::RegisterRequest {
             username: "bob".into(),
             email: "bob@example.com".into(),
-            password: common::PASSWORD.into(),
+            password: PASSWORD.into(),
             full_name: String::new(),
         })
         .await
@@ -146,26 +130,23 @@ async fn validate_answers_from_memory_while_the_database_is_down_then_everything
         Duration::from_secs(4).saturating_sub(down_at.elapsed()) + Duration::from_millis(500),
     )
     .await;
-    let status = validate(&mut client, &tokens.access_token)
+    let status = app
+        .validate(&tokens.access_token)
         .await
         .expect_err("too stale");
     assert_eq!(status.code(), Code::Unavailable);
 
-    set_database_reachable(&db, true).await;
-    let recovered = common::eventually(Duration::from_secs(15), || {
+    set_database_reachable(&app.db, true).await;
+    let recovered = eventually(Duration::from_secs(15), || {
         let channel = channel.clone();
-        let mut client = client.clone();
         let token = tokens.access_token.clone();
-        async move {
-            health(channel, "").await == SERVING && validate(&mut client, &token).await.is_ok()
-        }
+        let app = &app;
+        async move { health(channel, "").await == SERVING && app.validate(&token).await.is_ok() }
     })
     .await;
     eprintln!("recovered {recovered:?} after the database came back");
     assert!(recovered.is_some(), "no recovery within 15 s");
-    login(&mut client, "alice").await;
+    app.login("alice").await;
 }
 
-on_both_databases!(
-    validate_answers_from_memory_while_the_database_is_down_then_everything_recovers
-);
+on_postgres!(validate_answers_from_memory_while_the_database_is_down_then_everything_recovers);

@@ -1,26 +1,15 @@
-//! Prometheus metrics after real traffic.
+//! Prometheus metrics after real traffic. The recorder is process-wide, so the
+//! other tests' traffic shows here too: what is checked is what this test's own
+//! calls must have produced.
 
-mod common;
+use crate::helpers::TestApp;
 
-use authd::grpc::pb;
-use common::{login, register, Backend, TestDb, TestServer};
+async fn metrics_count_requests_by_method_and_code_with_latency_histograms(app: TestApp) {
+    app.register("alice").await;
+    app.login("alice").await;
+    let _ = app.login_with("alice", "wrong password").await;
 
-async fn metrics_count_requests_by_method_and_code_with_latency_histograms(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    login(&mut client, "alice").await;
-    let _ = client
-        .login(pb::LoginRequest {
-            username: "alice".into(),
-            password: "wrong password".into(),
-        })
-        .await;
-
-    let body = reqwest::get(format!("http://{}/metrics", server.http_addr))
+    let body = reqwest::get(format!("http://{}/metrics", app.http_addr()))
         .await
         .expect("GET /metrics")
         .text()

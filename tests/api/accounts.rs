@@ -1,20 +1,20 @@
 //! Register and Login through the real gRPC API.
 
-mod common;
-
 use std::collections::HashMap;
 
 use authd::grpc::pb;
-use common::{login, register, validate, Backend, TestDb, TestServer, PASSWORD};
 use tonic::Code;
 
+use crate::helpers::{AuthClient, TestApp, TestDb, PASSWORD};
+
 async fn register_req(
-    client: &mut pb::auth_service_client::AuthServiceClient<tonic::transport::Channel>,
+    client: &AuthClient,
     username: &str,
     email: &str,
     password: &str,
 ) -> Result<pb::User, tonic::Status> {
     client
+        .grpc()
         .register(pb::RegisterRequest {
             username: username.into(),
             email: email.into(),
@@ -25,13 +25,8 @@ async fn register_req(
         .map(|r| r.into_inner().user.expect("user"))
 }
 
-async fn registered_users_hold_user_and_keep_their_case(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register_req(&mut client, "Alice", "Alice@Example.com", PASSWORD)
+async fn registered_users_hold_user_and_keep_their_case(app: TestApp) {
+    let user = register_req(&app, "Alice", "Alice@Example.com", PASSWORD)
         .await
         .expect("register");
     assert_eq!(user.username, "Alice");
@@ -43,12 +38,7 @@ async fn registered_users_hold_user_and_keep_their_case(backend: Backend) {
     assert!(user.created_at.is_some());
 }
 
-async fn bad_fields_are_invalid_argument_naming_the_field(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
+async fn bad_fields_are_invalid_argument_naming_the_field(app: TestApp) {
     let long_password = "x".repeat(129);
     let huge_password = "x".repeat(2000);
     let cases = [
@@ -62,7 +52,7 @@ async fn bad_fields_are_invalid_argument_naming_the_field(backend: Backend) {
         ("alice", "a@example.com", &huge_password[..], "password"),
     ];
     for (username, email, password, field) in cases {
-        let status = register_req(&mut client, username, email, password)
+        let status = register_req(&app, username, email, password)
             .await
             .expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{username} {email}");
@@ -78,43 +68,28 @@ async fn bad_fields_are_invalid_argument_naming_the_field(backend: Backend) {
     }
 }
 
-async fn taken_names_are_already_exists_ignoring_case(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register_req(&mut client, "alice", "alice@example.com", PASSWORD)
+async fn taken_names_are_already_exists_ignoring_case(app: TestApp) {
+    register_req(&app, "alice", "alice@example.com", PASSWORD)
         .await
         .expect("first");
-    let same_name = register_req(&mut client, "ALICE", "other@example.com", PASSWORD)
+    let same_name = register_req(&app, "ALICE", "other@example.com", PASSWORD)
         .await
         .expect_err("dup name");
     assert_eq!(same_name.code(), Code::AlreadyExists);
-    let same_email = register_req(&mut client, "alice2", "Alice@EXAMPLE.com", PASSWORD)
+    let same_email = register_req(&app, "alice2", "Alice@EXAMPLE.com", PASSWORD)
         .await
         .expect_err("dup email");
     assert_eq!(same_email.code(), Code::AlreadyExists);
 }
 
-async fn sixteen_concurrent_registrations_of_one_name_have_one_winner(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
+async fn sixteen_concurrent_registrations_of_one_name_have_one_winner(app: TestApp) {
     let mut calls = Vec::new();
     for i in 0..16 {
-        let mut client = server.auth().await;
+        let client = app.connect().await;
         calls.push(tokio::spawn(async move {
             // Different case and email each time: only the unique index can decide.
             let name = if i % 2 == 0 { "racer" } else { "RACER" };
-            register_req(
-                &mut client,
-                name,
-                &format!("racer{i}@example.com"),
-                PASSWORD,
-            )
-            .await
+            register_req(&client, name, &format!("racer{i}@example.com"), PASSWORD).await
         }));
     }
     let mut codes: HashMap<Code, usize> = HashMap::new();
@@ -129,13 +104,8 @@ async fn sixteen_concurrent_registrations_of_one_name_have_one_winner(backend: B
     assert_eq!(codes.get(&Code::AlreadyExists), Some(&15), "{codes:?}");
 }
 
-async fn login_works_by_username_or_email_in_any_case(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register_req(&mut client, "Alice", "alice@example.com", PASSWORD)
+async fn login_works_by_username_or_email_in_any_case(app: TestApp) {
+    let user = register_req(&app, "Alice", "alice@example.com", PASSWORD)
         .await
         .expect("register");
     for name in [
@@ -145,14 +115,7 @@ async fn login_works_by_username_or_email_in_any_case(backend: Backend) {
         "alice@example.com",
         "ALICE@example.COM",
     ] {
-        let response = client
-            .login(pb::LoginRequest {
-                username: name.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .expect("login")
-            .into_inner();
+        let response = app.login_with(name, PASSWORD).await.expect("login");
         let tokens = response.tokens.expect("tokens");
         assert_eq!(tokens.token_type, "Bearer");
         assert_eq!(tokens.expires_in, 15 * 60);
@@ -162,9 +125,7 @@ async fn login_works_by_username_or_email_in_any_case(backend: Backend) {
             "refresh token carries 256 bits"
         );
         assert_eq!(response.user.expect("user").id, user.id);
-        let claims = validate(&mut client, &tokens.access_token)
-            .await
-            .expect("validates");
+        let claims = app.validate(&tokens.access_token).await.expect("validates");
         assert_eq!(claims.user_id, user.id);
         assert_eq!(claims.username, "Alice");
         assert_eq!(claims.roles, ["viewer", "user"]);
@@ -172,63 +133,45 @@ async fn login_works_by_username_or_email_in_any_case(backend: Backend) {
     }
 }
 
-async fn wrong_password_and_unknown_user_get_the_same_answer(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let wrong = client
-        .login(pb::LoginRequest {
-            username: "alice".into(),
-            password: "wrong password".into(),
-        })
+async fn wrong_password_and_unknown_user_get_the_same_answer(app: TestApp) {
+    app.register("alice").await;
+    let wrong = app
+        .login_with("alice", "wrong password")
         .await
         .expect_err("wrong password");
-    let unknown = client
-        .login(pb::LoginRequest {
-            username: "nobody".into(),
-            password: "wrong password".into(),
-        })
+    let unknown = app
+        .login_with("nobody", "wrong password")
         .await
         .expect_err("unknown user");
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(unknown.code(), Code::Unauthenticated);
     assert_eq!(wrong.message(), unknown.message());
-    let empty = client
-        .login(pb::LoginRequest {
-            username: "alice".into(),
-            password: String::new(),
-        })
+    let empty = app
+        .login_with("alice", "")
         .await
         .expect_err("empty password");
     assert_eq!(empty.code(), Code::InvalidArgument);
-    let huge = client
-        .login(pb::LoginRequest {
-            username: "alice".into(),
-            password: "x".repeat(2048),
-        })
+    let huge = app
+        .login_with("alice", &"x".repeat(2048))
         .await
         .expect_err("huge password");
     assert_eq!(huge.code(), Code::InvalidArgument);
     assert!(huge.message().starts_with("password"));
 }
 
-async fn passwords_are_stored_as_argon2id_and_weaker_hashes_are_upgraded(backend: Backend) {
+async fn alices_password_hash(db: &TestDb) -> String {
     use sqlx::Row;
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    server.stop().await;
-    let stored: String = sqlx::query("SELECT password_hash FROM users WHERE username_lc = 'alice'")
+    sqlx::query("SELECT password_hash FROM users WHERE username_lc = 'alice'")
         .fetch_one(&mut db.sql().await)
         .await
         .expect("row")
-        .get(0);
+        .get(0)
+}
+
+async fn passwords_are_stored_as_argon2id_and_weaker_hashes_are_upgraded(mut app: TestApp) {
+    app.register("alice").await;
+    app.stop().await;
+    let stored = alices_password_hash(&app.db).await;
     assert!(
         stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
         "{stored}"
@@ -236,43 +179,30 @@ async fn passwords_are_stored_as_argon2id_and_weaker_hashes_are_upgraded(backend
     assert!(!stored.contains(PASSWORD));
 
     // The operator raises the cost: the next successful login rehashes.
-    let mut config = common::config_for(&db);
-    config.hashing.argon2_memory_kib = 24_576;
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    login(&mut client, "alice").await;
-    let upgraded: String =
-        sqlx::query("SELECT password_hash FROM users WHERE username_lc = 'alice'")
-            .fetch_one(&mut db.sql().await)
-            .await
-            .expect("row")
-            .get(0);
+    app.restart_with(|c| c.hashing.argon2_memory_kib = 24_576)
+        .await;
+    app.login("alice").await;
+    let upgraded = alices_password_hash(&app.db).await;
     assert!(
         upgraded.starts_with("$argon2id$v=19$m=24576,t=2,p=1$"),
         "{upgraded}"
     );
-    login(&mut client, "alice").await;
+    app.login("alice").await;
 }
 
-async fn consecutive_failures_lock_the_username_and_success_resets(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.login_max_failures = 3;
-    config.login_lockout = std::time::Duration::from_secs(2);
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    register(&mut client, "bob").await;
+async fn consecutive_failures_lock_the_username_and_success_resets(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| {
+        c.login_max_failures = 3;
+        c.login_lockout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    app.register("alice").await;
+    app.register("bob").await;
     let attempt = |username: &'static str, password: &'static str| {
-        let mut client = client.clone();
+        let client = AuthClient::clone(&app);
         async move {
             client
-                .login(pb::LoginRequest {
-                    username: username.into(),
-                    password: password.into(),
-                })
+                .login_with(username, password)
                 .await
                 .map(|_| ())
                 .map_err(|s| s.code())

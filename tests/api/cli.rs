@@ -1,9 +1,7 @@
 //! The command line as an operator meets it: bad settings stop start-up with one
 //! clear line, `migrate` is idempotent, `--help` documents every setting.
 
-mod common;
-
-use common::{authd_cli, Backend, TestDb};
+use crate::helpers::TestDb;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd"));
@@ -114,41 +112,18 @@ fn serve_help_documents_every_setting_with_its_default() {
     }
 }
 
-async fn migrate_twice_changes_nothing(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let first = authd_cli(&db, &["migrate"], None).await;
+async fn migrate_twice_changes_nothing(db: TestDb) {
+    let first = db.cli(&["migrate"], None).await;
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let count = |db: &TestDb| {
-        let url = db.url.clone();
-        async move {
-            let mut sql = TestDb::sql_at(&url).await;
-            let roles: i64 = sqlx::Row::get(
-                &sqlx::query("SELECT COUNT(*) FROM roles")
-                    .fetch_one(&mut sql)
-                    .await
-                    .expect("roles"),
-                0,
-            );
-            let migrations: i64 = sqlx::Row::get(
-                &sqlx::query("SELECT COUNT(*) FROM seaql_migrations")
-                    .fetch_one(&mut sql)
-                    .await
-                    .expect("migrations"),
-                0,
-            );
-            (roles, migrations)
-        }
-    };
-    let before = count(&db).await;
-    let second = authd_cli(&db, &["migrate"], None).await;
+    let count = || async { (db.count("roles").await, db.count("seaql_migrations").await) };
+    let before = count().await;
+    let second = db.cli(&["migrate"], None).await;
     assert!(second.status.success());
-    assert_eq!(count(&db).await, before);
+    assert_eq!(count().await, before);
     assert_eq!(before.0, 5, "the five default roles");
 }
 

@@ -2,17 +2,16 @@
 //! file, and the `google.rpc` error details our errors carry can be resolved, so a
 //! `BadRequest` shows as fields instead of raw bytes.
 
-mod common;
-
-use common::{Backend, TestDb, TestServer};
 use prost::Message;
 use tonic_reflection::pb::v1::{
     server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
     server_reflection_response::MessageResponse, ServerReflectionRequest,
 };
 
-async fn ask(server: &TestServer, request: MessageRequest) -> MessageResponse {
-    let mut client = ServerReflectionClient::new(server.channel().await);
+use crate::helpers::{TestApp, TestDb};
+
+async fn ask(app: &TestApp, request: MessageRequest) -> MessageResponse {
+    let mut client = ServerReflectionClient::new(app.channel().await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(request),
@@ -32,13 +31,10 @@ async fn ask(server: &TestServer, request: MessageRequest) -> MessageResponse {
 
 #[tokio::test]
 async fn reflection_lists_the_services_and_resolves_error_details() {
-    let Some(db) = TestDb::create(Backend::Sqlite).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
+    let mut app = TestApp::spawn(TestDb::sqlite()).await;
 
     let MessageResponse::ListServicesResponse(list) =
-        ask(&server, MessageRequest::ListServices(String::new())).await
+        ask(&app, MessageRequest::ListServices(String::new())).await
     else {
         panic!("expected a service list");
     };
@@ -56,7 +52,7 @@ async fn reflection_lists_the_services_and_resolves_error_details() {
 
     // What grpcurl asks for when an error carries a google.rpc.BadRequest.
     let MessageResponse::FileDescriptorResponse(files) = ask(
-        &server,
+        &app,
         MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
     )
     .await
@@ -69,5 +65,5 @@ async fn reflection_lists_the_services_and_resolves_error_details() {
     });
     assert!(defines_bad_request);
 
-    server.stop().await;
+    app.stop().await;
 }

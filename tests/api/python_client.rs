@@ -2,10 +2,9 @@
 //! check a role and verify the token locally from the JWKS, and exit 0. Skipped (with a
 //! note) where python3 lacks the packages in `examples/python/requirements.txt`.
 
-mod common;
-
-use common::{Backend, TestDb, TestServer};
 use tokio::process::Command;
+
+use crate::helpers::{TestApp, TestDb};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
 
@@ -36,14 +35,11 @@ async fn python_client_runs_against_a_real_server() {
     if !python_has_the_requirements().await {
         return;
     }
-    let db = TestDb::create(Backend::Sqlite)
-        .await
-        .expect("SQLite database");
-    let server = TestServer::start(&db).await;
+    let app = TestApp::spawn(TestDb::sqlite()).await;
     let output = Command::new("python3")
         .arg(CLIENT)
-        .args(["--addr", &server.addr.to_string()])
-        .args(["--http", &server.http_addr.to_string()])
+        .args(["--addr", &app.addr().to_string()])
+        .args(["--http", &app.http_addr().to_string()])
         .output()
         .await
         .expect("run python3");

@@ -1,37 +1,20 @@
 //! API keys: created by admins (or the CLI), validated on the hot path like access
 //! tokens, revoked at once here and within 2 s on other replicas.
 
-mod common;
-
 use std::time::Duration;
 
-use authd::grpc::pb;
-use common::{admin_token, validate, Backend, ServerProcess, TestDb, TestServer};
 use sqlx::Row;
 use tonic::Code;
 
-fn create(name: &str, roles: &[&str], ttl_seconds: i64) -> pb::CreateApiKeyRequest {
-    pb::CreateApiKeyRequest {
-        name: name.into(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        ttl_seconds,
-    }
-}
+use crate::helpers::{code, eventually, free_port, AuthClient, TestApp, TestDb};
 
-async fn a_key_validates_with_inherited_roles_until_it_is_revoked(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (admin_id, tokens) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&tokens.access_token).await;
-    let mut client = server.auth().await;
+async fn a_key_validates_with_inherited_roles_until_it_is_revoked(app: TestApp) {
+    let admin = app.admin().await;
 
     let created = admin
-        .create_api_key(create("billing-batch", &["editor"], 0))
+        .create_api_key("billing-batch", &["editor"], 0)
         .await
-        .expect("create")
-        .into_inner();
+        .expect("create");
     let key = created.key.expect("key");
     assert!(
         created
@@ -46,59 +29,40 @@ async fn a_key_validates_with_inherited_roles_until_it_is_revoked(backend: Backe
     );
     assert_eq!(key.name, "billing-batch");
     assert_eq!(key.roles, ["editor"]);
-    assert_eq!(key.created_by, admin_id);
+    assert_eq!(key.created_by, admin.id);
     assert!(key.expires_at.is_none() && !key.revoked && key.created_at.is_some());
 
-    let answer = validate(&mut client, &created.api_key)
-        .await
-        .expect("key validates");
+    let answer = app.validate(&created.api_key).await.expect("key validates");
     assert_eq!(answer.user_id, key.id);
     assert_eq!(answer.username, "billing-batch");
     assert_eq!(answer.session_id, "");
     assert_eq!(answer.roles, ["viewer", "user", "editor"]);
     assert!(answer.expires_at.is_none());
-    let check = |role: &str| pb::CheckRoleRequest {
-        token: created.api_key.clone(),
-        role: role.into(),
-    };
-    let inherited = client
-        .check_role(check("user"))
+    let inherited = app
+        .check_role(&created.api_key, "user")
         .await
-        .expect("check")
-        .into_inner();
+        .expect("check");
     assert!(inherited.allowed);
     assert_eq!(inherited.user_id, key.id);
     assert!(
-        !client
-            .check_role(check("admin"))
+        !app.check_role(&created.api_key, "admin")
             .await
             .expect("check")
-            .into_inner()
             .allowed
     );
 
     // A key is a service credential, not an administrator.
-    let mut as_key = server.admin(&created.api_key).await;
-    let status = as_key
-        .list_users(pb::ListUsersRequest::default())
-        .await
-        .expect_err("not for admin");
+    let as_key = app.admin_as(&created.api_key).await;
+    let status = as_key.list_users(0, "").await.expect_err("not for admin");
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    let revoked = admin
-        .revoke_api_key(pb::RevokeApiKeyRequest {
-            key_id: key.id.clone(),
-        })
-        .await
-        .expect("revoke")
-        .into_inner()
-        .key
-        .expect("key");
+    let revoked = admin.revoke_api_key(&key.id).await.expect("revoke");
     assert!(revoked.revoked);
-    let refused = validate(&mut client, &created.api_key)
+    let refused = app
+        .validate(&created.api_key)
         .await
         .expect_err("revoked at once");
-    let garbage = validate(&mut client, "garbage").await.expect_err("garbage");
+    let garbage = app.validate("garbage").await.expect_err("garbage");
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert_eq!(
         refused.message(),
@@ -106,25 +70,20 @@ async fn a_key_validates_with_inherited_roles_until_it_is_revoked(backend: Backe
         "same message as any bad token"
     );
     assert_eq!(
-        client
-            .check_role(check("user"))
+        app.check_role(&created.api_key, "user")
             .await
             .expect_err("revoked")
             .code(),
         Code::Unauthenticated
     );
     admin
-        .revoke_api_key(pb::RevokeApiKeyRequest {
-            key_id: key.id.clone(),
-        })
+        .revoke_api_key(&key.id)
         .await
         .expect("revoking twice is fine");
-    let unknown = pb::RevokeApiKeyRequest {
-        key_id: uuid::Uuid::new_v4().to_string(),
-    };
+    let unknown = uuid::Uuid::new_v4().to_string();
     assert_eq!(
         admin
-            .revoke_api_key(unknown)
+            .revoke_api_key(&unknown)
             .await
             .expect_err("unknown")
             .code(),
@@ -132,71 +91,42 @@ async fn a_key_validates_with_inherited_roles_until_it_is_revoked(backend: Backe
     );
 }
 
-async fn bad_key_requests_get_clear_statuses(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (_, tokens) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&tokens.access_token).await;
-    let mut client = server.auth().await;
-    let code = |r: Result<tonic::Response<pb::CreateApiKeyResponse>, tonic::Status>| {
-        r.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
-    };
+async fn bad_key_requests_get_clear_statuses(app: TestApp) {
+    let admin = app.admin().await;
 
     assert_eq!(
-        code(admin.create_api_key(create("k", &["superuser"], 0)).await),
+        code(admin.create_api_key("k", &["superuser"], 0).await),
         Code::NotFound
     );
     assert_eq!(
-        code(admin.create_api_key(create("", &["viewer"], 0)).await),
+        code(admin.create_api_key("", &["viewer"], 0).await),
         Code::InvalidArgument
     );
     assert_eq!(
-        code(
-            admin
-                .create_api_key(create(&"n".repeat(65), &["viewer"], 0))
-                .await
-        ),
+        code(admin.create_api_key(&"n".repeat(65), &["viewer"], 0).await),
         Code::InvalidArgument
     );
     assert_eq!(
-        code(
-            admin
-                .create_api_key(create("tab\tname", &["viewer"], 0))
-                .await
-        ),
+        code(admin.create_api_key("tab\tname", &["viewer"], 0).await),
         Code::InvalidArgument
     );
     assert_eq!(
-        code(admin.create_api_key(create("k", &["viewer"], -1)).await),
+        code(admin.create_api_key("k", &["viewer"], -1).await),
         Code::InvalidArgument
     );
     let first = admin
-        .create_api_key(create("reports", &["viewer"], 0))
+        .create_api_key("reports", &["viewer"], 0)
         .await
-        .expect("create")
-        .into_inner();
+        .expect("create");
     assert_eq!(
-        code(
-            admin
-                .create_api_key(create("reports", &["viewer"], 0))
-                .await
-        ),
+        code(admin.create_api_key("reports", &["viewer"], 0).await),
         Code::AlreadyExists
     );
     // Once revoked, the name is free again.
     let id = first.key.expect("key").id;
-    admin
-        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
-        .await
-        .expect("revoke");
+    admin.revoke_api_key(&id).await.expect("revoke");
     assert_eq!(
-        code(
-            admin
-                .create_api_key(create("reports", &["viewer"], 0))
-                .await
-        ),
+        code(admin.create_api_key("reports", &["viewer"], 0).await),
         Code::Ok
     );
 
@@ -209,17 +139,14 @@ async fn bad_key_requests_get_clear_statuses(backend: Backend) {
         &format!("{}{}", first.api_key, "a".repeat(300)),
     ] {
         assert_eq!(
-            validate(&mut client, token).await.expect_err(token).code(),
+            app.validate(token).await.expect_err(token).code(),
             Code::Unauthenticated,
             "{token}"
         );
     }
-    let bad_id = pb::RevokeApiKeyRequest {
-        key_id: "not-a-uuid".into(),
-    };
     assert_eq!(
         admin
-            .revoke_api_key(bad_id)
+            .revoke_api_key("not-a-uuid")
             .await
             .expect_err("bad id")
             .code(),
@@ -227,29 +154,23 @@ async fn bad_key_requests_get_clear_statuses(backend: Backend) {
     );
 }
 
-async fn keys_with_a_ttl_expire(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (_, tokens) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&tokens.access_token).await;
-    let mut client = server.auth().await;
+async fn keys_with_a_ttl_expire(app: TestApp) {
+    let admin = app.admin().await;
     let created = admin
-        .create_api_key(create("short", &["viewer"], 2))
+        .create_api_key("short", &["viewer"], 2)
         .await
-        .expect("create")
-        .into_inner();
+        .expect("create");
     let key = created.key.expect("key");
     let expires = key.expires_at.expect("expires_at").seconds;
     assert!((expires - key.created_at.expect("created").seconds - 2).abs() <= 1);
-    let answer = validate(&mut client, &created.api_key)
+    let answer = app
+        .validate(&created.api_key)
         .await
         .expect("valid before expiry");
     assert_eq!(answer.expires_at.expect("expires_at").seconds, expires);
     tokio::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(
-        validate(&mut client, &created.api_key)
+        app.validate(&created.api_key)
             .await
             .expect_err("expired")
             .code(),
@@ -257,33 +178,20 @@ async fn keys_with_a_ttl_expire(backend: Backend) {
     );
 }
 
-async fn keys_list_in_pages_and_record_use_without_secrets(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (_, tokens) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&tokens.access_token).await;
-    let mut client = server.auth().await;
+async fn keys_list_in_pages_and_record_use_without_secrets(mut app: TestApp) {
+    let admin = app.admin().await;
     let mut secrets = Vec::new();
     for i in 0..5 {
         let created = admin
-            .create_api_key(create(&format!("svc-{i}"), &["viewer"], 0))
+            .create_api_key(&format!("svc-{i}"), &["viewer"], 0)
             .await
             .expect("create");
-        secrets.push(created.into_inner().api_key);
+        secrets.push(created.api_key);
     }
     let mut names = Vec::new();
     let mut page_token = String::new();
     loop {
-        let page = admin
-            .list_api_keys(pb::ListApiKeysRequest {
-                page_size: 2,
-                page_token: page_token.clone(),
-            })
-            .await
-            .expect("list")
-            .into_inner();
+        let page = admin.list_api_keys(2, &page_token).await.expect("list");
         assert!(page.keys.len() <= 2);
         names.extend(page.keys.iter().map(|k| k.name.clone()));
         if page.next_page_token.is_empty() {
@@ -292,21 +200,21 @@ async fn keys_list_in_pages_and_record_use_without_secrets(backend: Backend) {
         page_token = page.next_page_token;
     }
     assert_eq!(names, ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4"]);
-    let over = pb::ListApiKeysRequest {
-        page_size: 501,
-        page_token: String::new(),
-    };
     assert_eq!(
-        admin.list_api_keys(over).await.expect_err("too big").code(),
+        admin
+            .list_api_keys(501, "")
+            .await
+            .expect_err("too big")
+            .code(),
         Code::InvalidArgument
     );
 
     for _ in 0..3 {
-        validate(&mut client, &secrets[0]).await.expect("valid");
+        app.validate(&secrets[0]).await.expect("valid");
     }
     // Use is written in batches; stopping the server flushes the last batch.
-    server.stop().await;
-    let mut sql = db.sql().await;
+    app.stop().await;
+    let mut sql = app.db.sql().await;
     let used: Option<i64> = sqlx::query("SELECT last_used_at FROM api_keys WHERE name = 'svc-0'")
         .fetch_one(&mut sql)
         .await
@@ -353,43 +261,35 @@ async fn keys_list_in_pages_and_record_use_without_secrets(backend: Backend) {
 }
 
 /// The secret appears neither in the database file nor in the logs, even at debug.
-async fn the_secret_never_reaches_the_database_file_or_the_logs(backend: Backend) {
-    if backend != Backend::Sqlite {
-        return; // The file check needs SQLite; the log check is the same on both.
-    }
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+/// SQLite only: the file check needs SQLite; the log check is the same on both.
+async fn the_secret_never_reaches_the_database_file_or_the_logs(db: TestDb) {
     let dir = tempfile::tempdir().expect("dir");
     let log_path = dir.path().join("authd.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let port = common::free_port();
+    let port = free_port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"))
         .arg("serve")
         .env("AUTHD_DATABASE_URL", &db.url)
         .env("AUTHD_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "AUTHD_HTTP_LISTEN",
-            format!("127.0.0.1:{}", common::free_port()),
-        )
+        .env("AUTHD_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "debug")
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    let key = common::authd_cli(
-        &db,
-        &[
-            "apikey",
-            "create",
-            "--name",
-            "secret-check",
-            "--role",
-            "viewer",
-        ],
-        None,
-    )
-    .await;
+    let key = db
+        .cli(
+            &[
+                "apikey",
+                "create",
+                "--name",
+                "secret-check",
+                "--role",
+                "viewer",
+            ],
+            None,
+        )
+        .await;
     assert!(
         key.status.success(),
         "{}",
@@ -411,27 +311,22 @@ async fn the_secret_never_reaches_the_database_file_or_the_logs(backend: Backend
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut client = pb::auth_service_client::AuthServiceClient::new(channel);
-    let seen = common::eventually(Duration::from_secs(5), || {
-        let mut client = client.clone();
+    let client = AuthClient::new(channel);
+    let seen = eventually(Duration::from_secs(5), || {
+        let client = client.clone();
         let secret = secret.clone();
-        async move { validate(&mut client, &secret).await.is_ok() }
+        async move { client.validate(&secret).await.is_ok() }
     })
     .await;
     assert!(seen.is_some(), "the CLI's key works against the server");
-    let check = pb::CheckRoleRequest {
-        token: secret.clone(),
-        role: "viewer".into(),
-    };
     assert!(
         client
-            .check_role(check)
+            .check_role(&secret, "viewer")
             .await
             .expect("check")
-            .into_inner()
             .allowed
     );
-    let _ = validate(&mut client, &format!("{secret}x")).await;
+    let _ = client.validate(&format!("{secret}x")).await;
     server.kill().await.expect("kill");
 
     let (_, tail) = secret.rsplit_once('_').expect("secret part");
@@ -455,27 +350,19 @@ async fn the_secret_never_reaches_the_database_file_or_the_logs(backend: Backend
     }
 }
 
-async fn another_replica_refuses_a_revoked_key_within_two_seconds(backend: Backend) {
-    if backend != Backend::Postgres {
-        return; // Replicas share a database on PostgreSQL.
-    }
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (_, tokens) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&tokens.access_token).await;
-    let replica = ServerProcess::start(&db, &[]).await;
-    let mut there = replica.auth().await;
+/// PostgreSQL only: replicas share a database on PostgreSQL.
+async fn another_replica_refuses_a_revoked_key_within_two_seconds(app: TestApp) {
+    let admin = app.admin().await;
+    let replica = app.replica(&[]).await;
+    let there = replica.client().await;
     let created = admin
-        .create_api_key(create("cross", &["viewer"], 0))
+        .create_api_key("cross", &["viewer"], 0)
         .await
-        .expect("create")
-        .into_inner();
-    let known = common::eventually(Duration::from_secs(2), || {
-        let mut there = there.clone();
+        .expect("create");
+    let known = eventually(Duration::from_secs(2), || {
+        let there = there.clone();
         let key = created.api_key.clone();
-        async move { validate(&mut there, &key).await.is_ok() }
+        async move { there.validate(&key).await.is_ok() }
     })
     .await;
     assert!(
@@ -483,20 +370,18 @@ async fn another_replica_refuses_a_revoked_key_within_two_seconds(backend: Backe
         "the other replica learns a new key within 2 s"
     );
     let id = created.key.expect("key").id;
-    admin
-        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
-        .await
-        .expect("revoke");
-    let took = common::eventually(Duration::from_secs(2), || {
-        let mut there = there.clone();
+    admin.revoke_api_key(&id).await.expect("revoke");
+    let took = eventually(Duration::from_secs(2), || {
+        let there = there.clone();
         let key = created.api_key.clone();
-        async move { validate(&mut there, &key).await.is_err() }
+        async move { there.validate(&key).await.is_err() }
     })
     .await;
     eprintln!("other replica refused the revoked key after {took:?}");
     assert!(took.is_some(), "revoked key still accepted after 2 s");
     assert_eq!(
-        validate(&mut there, &created.api_key)
+        there
+            .validate(&created.api_key)
             .await
             .expect_err("revoked")
             .code(),
@@ -509,6 +394,6 @@ on_both_databases!(
     bad_key_requests_get_clear_statuses,
     keys_with_a_ttl_expire,
     keys_list_in_pages_and_record_use_without_secrets,
-    the_secret_never_reaches_the_database_file_or_the_logs,
-    another_replica_refuses_a_revoked_key_within_two_seconds,
 );
+on_sqlite!(the_secret_never_reaches_the_database_file_or_the_logs);
+on_postgres!(another_replica_refuses_a_revoked_key_within_two_seconds);

@@ -2,8 +2,7 @@
 //! `serve` on a free port, called through a generated Health client as a backend's
 //! caller would.
 
-mod common;
-#[path = "../examples/protected_service.rs"]
+#[path = "../../examples/protected_service.rs"]
 mod protected_service;
 
 use std::{
@@ -11,8 +10,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use authd::grpc::pb;
-use common::{admin_token, login, register, Backend, Bearer, TestDb, TestServer};
 use protected_service::{authd_channel, AuthGuardLayer, Caller};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
@@ -24,6 +21,8 @@ use tonic::{
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use tower::{Layer, ServiceExt};
 
+use crate::helpers::{Bearer, TestApp};
+
 const SERVING: i32 = 1;
 
 /// The example service, guarded, in this process on a free port; stops on drop.
@@ -32,10 +31,10 @@ struct Protected {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_protected(authd: &TestServer) -> Protected {
+async fn start_protected(authd: &TestApp) -> Protected {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let channel = authd_channel(&format!("http://{}", authd.addr)).expect("authd channel");
+    let channel = authd_channel(&format!("http://{}", authd.addr())).expect("authd channel");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(protected_service::serve(
         listener,
@@ -106,16 +105,11 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, what: 
     }
 }
 
-async fn guard_checks_every_call_with_authd(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut auth = server.auth().await;
-    register(&mut auth, "alice").await;
-    let alice = login(&mut auth, "alice").await;
-    let (_, root) = admin_token(&db, &server, "root").await;
-    let protected = start_protected(&server).await;
+async fn guard_checks_every_call_with_authd(app: TestApp) {
+    app.register("alice").await;
+    let alice = app.login("alice").await;
+    let root = &app.admin().await.tokens;
+    let protected = start_protected(&app).await;
 
     assert_code(
         protected.check(None).await,
@@ -158,11 +152,7 @@ async fn guard_checks_every_call_with_authd(backend: Backend) {
         SERVING
     );
 
-    auth.logout(pb::LogoutRequest {
-        refresh_token: alice.refresh_token.clone(),
-    })
-    .await
-    .expect("logout");
+    app.logout(&alice.refresh_token).await.expect("logout");
     assert_code(
         protected.check(Some(&alice.access_token)).await,
         Code::Unauthenticated,
@@ -179,14 +169,9 @@ async fn guard_checks_every_call_with_authd(backend: Backend) {
 
 /// The layer on its own around a recording service: what the service receives, and
 /// that it is not called at all when the check fails.
-async fn guard_hands_the_caller_over_and_answers_refusals_itself(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut auth = server.auth().await;
-    let alice_user = register(&mut auth, "alice").await;
-    let alice = login(&mut auth, "alice").await;
+async fn guard_hands_the_caller_over_and_answers_refusals_itself(app: TestApp) {
+    let alice_user = app.register("alice").await;
+    let alice = app.login("alice").await;
 
     let seen: Arc<Mutex<Vec<Option<Caller>>>> = Arc::default();
     let recorder = {
@@ -200,7 +185,7 @@ async fn guard_hands_the_caller_over_and_answers_refusals_itself(backend: Backen
             }
         })
     };
-    let channel = authd_channel(&format!("http://{}", server.addr)).expect("channel");
+    let channel = authd_channel(&format!("http://{}", app.addr())).expect("channel");
     let guard = AuthGuardLayer::new(channel)
         .require_role("/demo.v1.Demo/Delete", "editor")
         .layer(recorder);
