@@ -191,7 +191,7 @@ async fn passwords_are_stored_as_argon2id_and_weaker_hashes_are_upgraded(mut app
 }
 
 async fn consecutive_failures_lock_the_username_and_success_resets(db: TestDb) {
-    let app = TestApp::spawn_with(db, |c| {
+    let app = TestApp::spawn_on_manual_clock(db, |c| {
         c.login_max_failures = 3;
         c.login_lockout = std::time::Duration::from_secs(2);
     })
@@ -243,7 +243,13 @@ async fn consecutive_failures_lock_the_username_and_success_resets(db: TestDb) {
         attempt("ghost", "wrong password").await,
         Err(Code::ResourceExhausted)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // The lockout ends with its window, by the server's clock.
+    app.clock.advance(std::time::Duration::from_millis(1900));
+    assert_eq!(
+        attempt("alice", PASSWORD).await,
+        Err(Code::ResourceExhausted)
+    );
+    app.clock.advance(std::time::Duration::from_millis(200));
     assert_eq!(attempt("alice", PASSWORD).await, Ok(()));
 }
 

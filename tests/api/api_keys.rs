@@ -154,7 +154,8 @@ async fn bad_key_requests_get_clear_statuses(app: TestApp) {
     );
 }
 
-async fn keys_with_a_ttl_expire(app: TestApp) {
+async fn keys_with_a_ttl_expire(db: TestDb) {
+    let app = TestApp::spawn_on_manual_clock(db, |_| {}).await;
     let admin = app.admin().await;
     let created = admin
         .create_api_key("short", &["viewer"], 2)
@@ -168,7 +169,11 @@ async fn keys_with_a_ttl_expire(app: TestApp) {
         .await
         .expect("valid before expiry");
     assert_eq!(answer.expires_at.expect("expires_at").seconds, expires);
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    app.clock.advance(Duration::from_millis(1900));
+    app.validate(&created.api_key)
+        .await
+        .expect("still valid just before expiry");
+    app.clock.advance(Duration::from_millis(200));
     assert_eq!(
         app.validate(&created.api_key)
             .await

@@ -158,11 +158,12 @@ async fn logout_ends_the_session_at_once_and_is_idempotent(app: TestApp) {
 }
 
 async fn refresh_tokens_expire(db: TestDb) {
-    let app = TestApp::spawn_with(db, |c| c.refresh_token_ttl = Duration::from_secs(2)).await;
+    let app =
+        TestApp::spawn_on_manual_clock(db, |c| c.refresh_token_ttl = Duration::from_secs(2)).await;
     app.register("alice").await;
     let tokens = app.login("alice").await;
     assert_eq!(tokens.refresh_expires_in, 2);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    app.clock.advance(Duration::from_millis(2001));
     assert_eq!(
         app.refresh(&tokens.refresh_token)
             .await
@@ -173,7 +174,7 @@ async fn refresh_tokens_expire(db: TestDb) {
 }
 
 async fn refresh_cannot_extend_a_session_past_its_absolute_lifetime(db: TestDb) {
-    let app = TestApp::spawn_with(db, |c| {
+    let app = TestApp::spawn_on_manual_clock(db, |c| {
         c.session_max_ttl = Duration::from_secs(3);
         c.access_token_ttl = Duration::from_secs(60);
         c.refresh_token_ttl = Duration::from_secs(60);
@@ -191,7 +192,7 @@ async fn refresh_cannot_extend_a_session_past_its_absolute_lifetime(db: TestDb) 
         "refresh token capped too: {}",
         tokens.refresh_expires_in
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.clock.advance(Duration::from_millis(1200));
     let next = app
         .refresh(&tokens.refresh_token)
         .await
@@ -201,7 +202,7 @@ async fn refresh_cannot_extend_a_session_past_its_absolute_lifetime(db: TestDb) 
         "{next:?}"
     );
     // Past the session's end plus the one second of clock leeway.
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    app.clock.advance(Duration::from_millis(3000));
     assert_eq!(
         app.refresh(&next.refresh_token)
             .await

@@ -16,7 +16,7 @@ use crate::helpers::{eventually, token_claims, TestApp, TestDb};
 
 /// The active signing key, read straight from the database (what an attacker
 /// must never have; the tests use it to forge tokens that differ in one claim).
-async fn active_key(db: &TestDb) -> (String, EncodingKey) {
+pub(crate) async fn active_key(db: &TestDb) -> (String, EncodingKey) {
     let row = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE retired_at IS NULL")
         .fetch_one(&mut db.sql().await)
         .await
@@ -25,14 +25,14 @@ async fn active_key(db: &TestDb) -> (String, EncodingKey) {
     (row.get(0), EncodingKey::from_ed_der(&der))
 }
 
-fn header(kid: &str) -> Header {
+pub(crate) fn header(kid: &str) -> Header {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.to_owned());
     header.typ = Some("at+jwt".into());
     header
 }
 
-fn kid_of(token: &str) -> String {
+pub(crate) fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token)
         .expect("header")
         .kid
@@ -352,7 +352,8 @@ async fn a_key_rotated_ahead_is_published_at_once_and_signs_from_then(app: TestA
 }
 
 async fn access_tokens_expire_to_the_second(db: TestDb) {
-    let app = TestApp::spawn_with(db, |c| c.access_token_ttl = Duration::from_secs(2)).await;
+    let app =
+        TestApp::spawn_on_manual_clock(db, |c| c.access_token_ttl = Duration::from_secs(2)).await;
     app.register("alice").await;
     let tokens = app.login("alice").await;
     assert_eq!(tokens.expires_in, 2);
@@ -363,13 +364,15 @@ async fn access_tokens_expire_to_the_second(db: TestDb) {
         .expires_at
         .expect("exp")
         .seconds;
-    // exp itself plus at most one second of leeway; after that, refused.
-    let wait_until = exp + 2;
-    let now = chrono::Utc::now().timestamp();
-    tokio::time::sleep(Duration::from_millis(
-        ((wait_until - now).max(0) * 1000 + 100) as u64,
-    ))
-    .await;
+    // exp itself plus at most one second of leeway, to the millisecond; then refused.
+    let last_valid_ms = exp * 1000 + 1000;
+    app.clock.advance(Duration::from_millis(
+        (last_valid_ms - app.clock.now_ms()).max(0) as u64,
+    ));
+    app.validate(&tokens.access_token)
+        .await
+        .expect("valid at exp + 1 s");
+    app.clock.advance(Duration::from_millis(1));
     let status = app
         .validate(&tokens.access_token)
         .await

@@ -37,8 +37,8 @@ mod server;
 
 use std::{future::Future, net::SocketAddr, ops::Deref, time::Duration};
 
-use authd::config::ServeConfig;
 use authd::grpc::pb;
+use authd::{clock::Clock, config::ServeConfig};
 use tokio::sync::OnceCell;
 use tonic::{transport::Channel, Code, Status};
 
@@ -140,6 +140,9 @@ pub struct TestApp {
     client: AuthClient,
     admin: OnceCell<Admin>,
     config: ServeConfig,
+    /// The server's clock: the system's, or a manual one a test moves instead of
+    /// sleeping ([`TestApp::spawn_on_manual_clock`]).
+    pub clock: Clock,
     pub db: TestDb,
 }
 
@@ -166,15 +169,34 @@ impl TestApp {
 
     /// The same, with `configure` changing the settings first.
     pub async fn spawn_with(db: TestDb, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::spawn_on(db, Clock::system(), configure).await
+    }
+
+    /// The server on a manual clock that only `app.clock.advance(..)` moves: for
+    /// tests of expiry and lockout windows, which then need not sleep. Keep each
+    /// step under the staleness bound (30 s), which the same clock measures.
+    pub async fn spawn_on_manual_clock(
+        db: TestDb,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
+        Self::spawn_on(db, Clock::manual(), configure).await
+    }
+
+    async fn spawn_on(
+        db: TestDb,
+        clock: Clock,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
         let mut config = config_for(&db);
         configure(&mut config);
-        let server = TestServer::start(config.clone()).await;
+        let server = TestServer::start(config.clone(), clock.clone()).await;
         let client = AuthClient::new(connect(server.addr).await);
         TestApp {
             server: Some(server),
             client,
             admin: OnceCell::new(),
             config,
+            clock,
             db,
         }
     }
@@ -270,7 +292,7 @@ impl TestApp {
     pub async fn restart_with(&mut self, configure: impl FnOnce(&mut ServeConfig)) {
         self.stop().await;
         configure(&mut self.config);
-        let server = TestServer::start(self.config.clone()).await;
+        let server = TestServer::start(self.config.clone(), self.clock.clone()).await;
         self.client = AuthClient::new(connect(server.addr).await);
         self.server = Some(server);
         // The admin's token outlives the restart; its client needs the new address.

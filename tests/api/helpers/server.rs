@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use authd::config::ServeConfig;
+use authd::{clock::Clock, config::ServeConfig};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -21,7 +21,8 @@ pub fn config_for(db: &TestDb) -> ServeConfig {
     config
 }
 
-/// `authd::server::run` in this process on free ports; told to stop on drop.
+/// `authd::server::run_with_clock` in this process on free ports; told to stop on
+/// drop.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -30,8 +31,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the server and waits until it answers SERVING.
-    pub async fn start(config: ServeConfig) -> TestServer {
+    /// Starts the server on `clock` and waits until it answers SERVING.
+    pub async fn start(config: ServeConfig, clock: Clock) -> TestServer {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let (addr, http_addr) = (
@@ -39,9 +40,15 @@ impl TestServer {
             http.local_addr().expect("addr"),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(authd::server::run(config, grpc, http, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(authd::server::run_with_clock(
+            config,
+            clock,
+            grpc,
+            http,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let server = TestServer {
             addr,
             http_addr,
