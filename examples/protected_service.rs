@@ -16,7 +16,7 @@
 //! cargo run --example protected_service -- --authd http://127.0.0.1:50051
 //! ```
 //!
-//! The guard's test (`tests/examples.rs`) includes this file as a module and calls
+//! The guard's test (`tests/api/examples.rs`) includes this file as a module and calls
 //! [`serve`], which `main` also calls.
 
 use std::{
