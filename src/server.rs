@@ -1,5 +1,6 @@
 //! Builds the application state once and serves it: gRPC (AuthService,
 //! AdminService, health, reflection) and HTTP (JWKS, metrics), until `shutdown`.
+//! Connections on both are accepted and bounded by [`crate::listen`].
 //!
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.

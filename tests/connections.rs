@@ -30,6 +30,9 @@ struct Peer {
     /// client's own initial guess).
     max_send_streams: usize,
     closed: Option<Instant>,
+    /// It ended after the server's GOAWAY (cleanly, or with the GOAWAY's error),
+    /// rather than by the socket closing under it.
+    after_goaway: bool,
 }
 
 /// A raw HTTP/2 client (the `h2` crate), driven in the background.
@@ -50,9 +53,10 @@ impl H2 {
         let (tx, peer) = watch::channel(Peer {
             max_send_streams: initial_max_send_streams,
             closed: None,
+            after_goaway: false,
         });
         tokio::spawn(async move {
-            let _ = std::future::poll_fn(|cx| {
+            let ended = std::future::poll_fn(|cx| {
                 let polled = std::future::Future::poll(Pin::new(&mut connection), cx);
                 let max = connection.max_concurrent_send_streams();
                 tx.send_if_modified(|peer| {
@@ -63,7 +67,14 @@ impl H2 {
                 polled
             })
             .await;
-            tx.send_modify(|peer| peer.closed = Some(Instant::now()));
+            let after_goaway = match &ended {
+                Ok(()) => true,
+                Err(err) => err.is_go_away(),
+            };
+            tx.send_modify(|peer| {
+                peer.closed = Some(Instant::now());
+                peer.after_goaway = after_goaway;
+            });
         });
         H2 { send, peer }
     }
@@ -224,9 +235,9 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     .await
     .expect("the idle raw connection was still open after 5 s")
     .expect("watch")
-    .closed
-    .expect("closed");
-    let idle = closed - opened;
+    .to_owned();
+    assert!(closed.after_goaway, "closed without a GOAWAY");
+    let idle = closed.closed.expect("closed") - opened;
     eprintln!("idle HTTP/2 connection closed {idle:?} after it opened (idle timeout 1 s)");
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3));
     // tonic reconnects by itself: the channel's next call is served again.
@@ -511,4 +522,67 @@ async fn half_sent_stream_flood_is_bounded_in_memory_and_new_clients_are_served(
     );
     drop(held);
     drop(connections);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "flood: server RSS {} MiB 2 s after the flood's connections closed",
+        rss_kib(pid) / 1024
+    );
+}
+
+/// The default bounds, measured on an `authd serve` process with no settings of
+/// ours: how long a connection without a preface, an idle HTTP/2 connection and an
+/// HTTP slowloris (five header bytes a second) stay open. About 75 s; run it with
+/// `cargo test --test connections -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measures the 60 s default idle timeout"]
+async fn measure_the_default_bounds() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let (port, http_port) = (common::free_port(), common::free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"))
+        .arg("serve")
+        .env("AUTHD_DATABASE_URL", &db.url)
+        .env("AUTHD_LISTEN", addr.to_string())
+        .env("AUTHD_HTTP_LISTEN", http.to_string())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn authd serve");
+    assert!(
+        eventually(Duration::from_secs(20), || served(addr))
+            .await
+            .is_some(),
+        "authd serve did not serve"
+    );
+    let cap = Duration::from_secs(75);
+    let preface = async {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        closed_within(&mut tcp, b"", cap).await
+    };
+    let idle = async {
+        let started = Instant::now();
+        let mut client = H2::connect(addr, 100).await;
+        let closed = tokio::time::timeout(cap, client.peer.wait_for(|p| p.closed.is_some())).await;
+        closed.ok().map(|_| started.elapsed())
+    };
+    let slowloris = async {
+        let mut tcp = TcpStream::connect(http).await.expect("connect");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .expect("write");
+        // A byte every 200 ms of `closed_within`, for as long as it takes.
+        closed_within(&mut tcp, &[b'a'; 400], cap).await
+    };
+    let (preface, idle, slowloris) = tokio::join!(preface, idle, slowloris);
+    eprintln!(
+        "defaults: no preface closed after {preface:?}; idle HTTP/2 closed after {idle:?}; \
+         HTTP slowloris closed after {slowloris:?} (None: still open after {cap:?})"
+    );
+    let _ = child.kill().await;
+    assert!(preface.is_some_and(|d| d <= Duration::from_secs(11)));
+    assert!(idle.is_some_and(|d| d >= Duration::from_secs(59) && d <= Duration::from_secs(62)));
+    assert!(slowloris.is_some_and(|d| d <= Duration::from_secs(11)));
 }
