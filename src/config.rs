@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     domain::{hot::HotSettings, passwords::HashSettings, AuthSettings},
+    listen::ConnectionLimits,
     store::DatabaseSettings,
 };
 
@@ -273,6 +274,32 @@ pub struct ServeConfig {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "AUTHD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Connections served at once on each listener; those past it are closed as
+    /// soon as they are accepted.
+    #[arg(long, env = "AUTHD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// A connection with no call in flight for this long is closed (HTTP/2: GOAWAY,
+    /// then close). Clients reconnect when they next need to.
+    #[arg(long, env = "AUTHD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a new connection may take to send the HTTP/2 preface, or an HTTP/1
+    /// request its headers, before it is closed (at most 10s).
+    #[arg(long, env = "AUTHD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_header_timeout)]
+    pub header_timeout: Duration,
+
+    /// Calls one gRPC connection may have in flight (SETTINGS_MAX_CONCURRENT_STREAMS,
+    /// 1 to 10000); a client wanting more opens another connection or waits.
+    //
+    // 1,024 by default: more than one client multiplexes on a connection (the
+    // bench's login storm runs 500 per connection), and a bound on what one
+    // connection can make the server hold. A half-sent call (headers, no end) costs
+    // about 9 KiB (stream state, headers, the handler waiting for its message): 4
+    // connections at 1,024 each added 37 MiB, where 10,000 each added 364 MiB.
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_concurrent_streams: u32,
 }
 
 impl ServeConfig {
@@ -293,6 +320,14 @@ impl ServeConfig {
             access_ttl: self.access_token_ttl,
             max_staleness: self.max_staleness,
             token_cache_capacity: self.token_cache_capacity,
+        }
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
         }
     }
 
@@ -319,6 +354,18 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 90s, 15m, 1h)"))?;
     if duration.is_zero() {
         return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// The longest [`ServeConfig::header_timeout`]: API.md promises a connection that has
+/// not finished the HTTP/2 preface is closed within 10 s.
+const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn parse_header_timeout(value: &str) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration > MAX_HEADER_TIMEOUT {
+        return Err("must be at most 10s".into());
     }
     Ok(duration)
 }

@@ -1,5 +1,6 @@
 //! Builds the application state once and serves it: gRPC (AuthService,
 //! AdminService, health, reflection) and HTTP (JWKS, metrics), until `shutdown`.
+//! Connections on both are accepted and bounded by [`crate::listen`].
 //!
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
@@ -7,11 +8,15 @@
 use std::future::Future;
 
 use anyhow::Context as _;
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
-use tower::Layer as _;
+use tower::{Layer as _, ServiceBuilder};
 
 use crate::{
     clock::Clock,
@@ -27,6 +32,7 @@ use crate::{
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
     },
     http,
+    listen::{self, grpc_timeout::GrpcTimeoutLayer},
     store::Store,
 };
 
@@ -86,9 +92,6 @@ pub async fn run_with_clock(
         draining.clone(),
     ));
 
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
     let grpc_shutdown = {
         let draining = draining.clone();
         let health = health.clone();
@@ -101,10 +104,17 @@ pub async fn run_with_clock(
         }
     };
 
-    let http_server = tokio::spawn(http::serve(http_listener, domain.clone(), draining.clone()));
-    let grpc_server = Server::builder()
-        // Metadata carries at most a bearer token: refuse absurd header blocks early.
-        .http2_max_header_list_size(grpc::MAX_METADATA_BYTES)
+    let http_server = tokio::spawn(http::serve(
+        http_listener,
+        domain.clone(),
+        config.connection_limits(),
+        draining.clone(),
+    ));
+    let mut routes = Routes::builder();
+    routes.add_service(health_service);
+    let routes = grpc_routes(&domain, routes)?;
+    let grpc_service = ServiceBuilder::new()
+        .layer(GrpcTimeoutLayer)
         .layer(ObserveLayer::new(&[
             grpc::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -112,9 +122,37 @@ pub async fn run_with_clock(
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]))
         .layer(MessageLimitLayer)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .service(routes);
+    let grpc_server = listen::serve(
+        "grpc",
+        grpc_listener,
+        grpc_connections(config.max_concurrent_streams),
+        grpc_service,
+        config.connection_limits(),
+        grpc_shutdown,
+    );
+    tracing::info!("authd serving");
+
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        () = grpc_server => {}
+        () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_s = grace.as_secs(), "in-flight calls outlived the shutdown grace; exiting");
+        }
+    }
+    background.cancel();
+    draining.cancel();
+    domain.api_keys.flush_use().await;
+    let _ = http_server.await;
+    domain.close().await;
+    Ok(())
+}
+
+/// Every gRPC service, routed by path: `routes` (health) and ours, and reflection.
+fn grpc_routes(domain: &Domain, mut routes: RoutesBuilder) -> anyhow::Result<Routes> {
+    routes
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(
             AuthServiceServer::new(AuthApi::new(domain.clone()))
                 .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
@@ -124,28 +162,20 @@ pub async fn run_with_clock(
                 AdminServiceServer::new(AdminApi::new(domain.clone()))
                     .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
             ),
-        )
-        // Small unary replies must not wait for Nagle and a delayed ACK (a 40 ms tail).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            grpc_shutdown,
         );
-    tracing::info!("authd serving");
+    Ok(routes.routes().prepare())
+}
 
-    let grace = config.shutdown_grace;
-    let served = tokio::select! {
-        served = grpc_server => served.context("gRPC server failed"),
-        _ = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_s = grace.as_secs(), "in-flight calls outlived the shutdown grace; exiting");
-            Ok(())
-        }
-    };
-    background.cancel();
-    draining.cancel();
-    domain.api_keys.flush_use().await;
-    let _ = http_server.await;
-    domain.close().await;
-    served
+/// HTTP/2 only, as gRPC is, with its limits.
+fn grpc_connections(max_concurrent_streams: u32) -> auto::Builder<TokioExecutor> {
+    let mut connections = auto::Builder::new(TokioExecutor::new()).http2_only();
+    connections
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(max_concurrent_streams)
+        // Metadata carries at most a bearer token: refuse absurd header blocks early.
+        .max_header_list_size(grpc::MAX_METADATA_BYTES);
+    connections
 }
 
 /// Connects and migrates (the store), loads the memory views (the hot path), and

@@ -1,13 +1,19 @@
 //! Logs and metrics. Logs: a tracing subscriber writing text for people or JSON for
 //! log pipelines. Metrics: the `metrics` facade with a Prometheus recorder, rendered
 //! by the HTTP side at `/metrics`.
-//! `RUST_LOG` overrides the default level (info). Nothing logged here or anywhere
+//! `RUST_LOG` overrides the default level (info), under a ceiling it cannot lift for
+//! the database crates (see [`secret_ceiling`]). Nothing logged here or anywhere
 //! carries a password, token or hash: those live in redacting types.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    fmt,
+    prelude::*,
+    EnvFilter,
+};
 
 use crate::config::LogFormat;
 
@@ -16,7 +22,9 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sea_orm_migration=warn,sqlx=warn"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(secret_ceiling())
+        .with(filter);
     // Colour only for a person at a terminal, never into files or pipes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -34,6 +42,25 @@ pub fn init(format: LogFormat) {
             )
             .try_init(),
     };
+}
+
+/// The most verbose level each database crate may ever log at, whatever `RUST_LOG`
+/// says: a separate filter, so no directive of the user's (not even a more specific
+/// one like `sea_orm::driver=trace`) can raise it.
+///
+/// sea-orm's drivers wrap every statement in a trace-level span that records the
+/// statement *with its bound values*; any event inside it (sqlx's debug-level query
+/// log, say) then prints them: password hashes, the SHA-256 of refresh tokens and
+/// API keys, the private signing key. Below warn these crates have nothing else an
+/// operator needs (sqlx's slow-statement warning carries the SQL text alone), so
+/// the ceiling costs nothing. sea-orm-migration's info lines name the migrations
+/// applied, which is worth keeping; they run through sea-orm, capped above.
+fn secret_ceiling() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("sea_orm", LevelFilter::WARN)
+        .with_target("sea_orm_migration", LevelFilter::INFO)
+        .with_target("sqlx", LevelFilter::WARN)
 }
 
 /// Latency buckets in seconds: from a cached ValidateToken to a slow login.
@@ -57,4 +84,23 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::secret_ceiling;
+
+    #[test]
+    fn database_crates_never_log_below_their_ceiling() {
+        let ceiling = secret_ceiling();
+        assert!(!ceiling.would_enable("sea_orm::driver::sqlx_sqlite", &Level::DEBUG));
+        assert!(!ceiling.would_enable("sqlx::query", &Level::INFO));
+        assert!(ceiling.would_enable("sqlx::query", &Level::WARN));
+        assert!(ceiling.would_enable("sea_orm_migration::migrator", &Level::INFO));
+        assert!(!ceiling.would_enable("sea_orm_migration::migrator", &Level::DEBUG));
+        assert!(ceiling.would_enable("authd::server", &Level::TRACE));
+        assert!(ceiling.would_enable("h2::codec", &Level::TRACE));
+    }
 }

@@ -1,6 +1,7 @@
 //! Opening the database: parsing `AUTHD_DATABASE_URL`, the connection pools for
 //! SQLite (WAL, busy timeout, one writer) and PostgreSQL, and running migrations
 //! once across replicas. Unreachable databases are named with their real cause.
+//! Statements are not logged: see [`quiet`].
 
 use std::{str::FromStr, time::Duration};
 
@@ -39,12 +40,23 @@ enum Options {
     Postgres(PgConnectOptions),
 }
 
+/// sqlx logs every statement at debug level. It logs the SQL text, not the bound
+/// values, but nothing an operator needs is there and the values sit right beside
+/// it in sea-orm's spans (`telemetry` caps those): not formatting statements at
+/// all is the safe default. Slow statements stay a warning, SQL text only, because
+/// that is how a slow database shows itself.
+fn quiet<O: sqlx::ConnectOptions>(options: O) -> O {
+    options
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
+}
+
 fn parse(url: &str) -> Result<Options, BadDatabaseUrl> {
     if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| BadDatabaseUrl(format!("not a valid SQLite URL: {e}")))?;
         Ok(Options::Sqlite(
-            options
+            quiet(options)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
@@ -53,7 +65,7 @@ fn parse(url: &str) -> Result<Options, BadDatabaseUrl> {
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| BadDatabaseUrl(format!("not a valid PostgreSQL URL: {e}")))?;
-        Ok(Options::Postgres(options.application_name("authd")))
+        Ok(Options::Postgres(quiet(options).application_name("authd")))
     } else {
         Err(BadDatabaseUrl(
             "must start with sqlite:// or postgres://".to_owned(),
