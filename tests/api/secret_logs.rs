@@ -3,12 +3,9 @@
 //! creates and uses an API key; then no password, token, API key, hash of one,
 //! password hash or private key may appear anywhere in what they printed.
 
-mod common;
-
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
-use authd::grpc::pb::{self, admin_service_client::AdminServiceClient};
-use common::{free_port, login, register, validate, Backend, Bearer, TestDb, PASSWORD};
+use crate::helpers::{free_port, AdminClient, AuthClient, TestDb, PASSWORD};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
@@ -125,55 +122,30 @@ async fn private_keys(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-async fn no_secret_reaches_the_logs_at_trace_level(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+async fn no_secret_reaches_the_logs_at_trace_level(db: TestDb) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (serve_log, cli_log) = (dir.path().join("serve.log"), dir.path().join("cli.log"));
     std::fs::File::create(&cli_log).expect("log file");
     let server = TracedServer::start(&db, &serve_log).await;
     create_admin_traced(&db, "root", &cli_log).await;
 
-    let mut auth = pb::auth_service_client::AuthServiceClient::new(server.channel().await);
-    register(&mut auth, "alice").await;
-    let first = login(&mut auth, "alice").await;
-    validate(&mut auth, &first.access_token)
+    let auth = AuthClient::new(server.channel().await);
+    auth.register("alice").await;
+    let first = auth.login("alice").await;
+    auth.validate(&first.access_token)
         .await
         .expect("access token validates");
-    let second = auth
-        .refresh(pb::RefreshRequest {
-            refresh_token: first.refresh_token.clone(),
-        })
-        .await
-        .expect("refresh")
-        .into_inner()
-        .tokens
-        .expect("tokens");
+    let second = auth.refresh(&first.refresh_token).await.expect("refresh");
 
-    let admin = login(&mut auth, "root").await;
-    let mut admin_client = AdminServiceClient::with_interceptor(
-        server.channel().await,
-        Bearer(format!("Bearer {}", admin.access_token)),
-    );
+    let admin = auth.login("root").await;
+    let admin_client = AdminClient::new(server.channel().await, &admin.access_token);
     let api_key = admin_client
-        .create_api_key(pb::CreateApiKeyRequest {
-            name: "ci".into(),
-            roles: vec!["viewer".into()],
-            ttl_seconds: 0,
-        })
+        .create_api_key("ci", &["viewer"], 0)
         .await
         .expect("create API key")
-        .into_inner()
         .api_key;
-    validate(&mut auth, &api_key)
-        .await
-        .expect("API key validates");
-    auth.logout(pb::LogoutRequest {
-        refresh_token: second.refresh_token.clone(),
-    })
-    .await
-    .expect("logout");
+    auth.validate(&api_key).await.expect("API key validates");
+    auth.logout(&second.refresh_token).await.expect("logout");
     // A few change-feed polls, so that background reads are in the logs too.
     tokio::time::sleep(Duration::from_millis(600)).await;
     server.stop().await;
