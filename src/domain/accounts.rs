@@ -11,7 +11,7 @@ use super::{
     hot::{AccessGrant, RoleList},
     model::User,
     secrets::{digest_hex, random_token, Password, Secret},
-    validation,
+    validation::{self, Email, FullName, LoginName},
 };
 use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, Taken};
 
@@ -65,9 +65,9 @@ impl Accounts {
         registration: Registration,
     ) -> DomainResult<User> {
         validation::username("username", &registration.username)?;
-        validation::email("email", &registration.email)?;
+        let email = Email::parse("email", &registration.email)?;
         validation::password("password", registration.password.expose())?;
-        validation::full_name("full_name", &registration.full_name)?;
+        let full_name = FullName::parse("full_name", &registration.full_name)?;
         let roles = if registration.roles.is_empty() {
             vec![DEFAULT_ROLE.to_owned()]
         } else {
@@ -76,7 +76,7 @@ impl Accounts {
         self.ctx.hot.catalog().require_all(&roles)?;
         let (username_lc, email_lc) = (
             registration.username.to_lowercase(),
-            registration.email.to_lowercase(),
+            email.as_str().to_lowercase(),
         );
         // A cheap early answer; the unique index below is what really decides.
         self.refuse_taken(&username_lc, &email_lc).await?;
@@ -90,8 +90,8 @@ impl Accounts {
             .insert_user(NewUser {
                 id: id.clone(),
                 username: registration.username,
-                email: registration.email,
-                full_name: registration.full_name,
+                email: email.into_string(),
+                full_name: full_name.into_string(),
                 password_hash,
                 roles,
                 now_ms,
@@ -146,13 +146,7 @@ impl Accounts {
         login: &str,
         password: Password,
     ) -> DomainResult<LoggedIn> {
-        validation::required("username", login)?;
-        if login.len() > 254 {
-            return Err(DomainError::invalid(
-                "username",
-                "must be at most 254 characters",
-            ));
-        }
+        let login = LoginName::parse("username", login)?;
         validation::required("password", password.expose())?;
         if password.expose().len() > validation::PASSWORD_MAX_BYTES {
             return Err(DomainError::invalid(
@@ -160,13 +154,13 @@ impl Accounts {
                 "must be at most 128 characters",
             ));
         }
-        let login_lc = login.to_lowercase();
+        let login_lc = login.as_str();
         let now_ms = self.ctx.now_ms();
         // Checked before hashing, so a locked username costs no CPU.
         if let Some(until) = self
             .ctx
             .store
-            .locked_until(&login_lc)
+            .locked_until(login_lc)
             .await?
             .filter(|until| *until > now_ms)
         {
@@ -182,7 +176,7 @@ impl Accounts {
                 retry_after: Duration::from_millis((until - now_ms) as u64),
             });
         }
-        let account = self.ctx.store.find_user_by_login(&login_lc).await?;
+        let account = self.ctx.store.find_user_by_login(login_lc).await?;
         let verified = self
             .ctx
             .hasher
@@ -193,7 +187,7 @@ impl Accounts {
             .await?;
         let account = match account {
             Some(account) if verified.matches => account,
-            _ => return Err(self.count_failure(caller, &login_lc).await),
+            _ => return Err(self.count_failure(caller, login_lc).await),
         };
         if !account.active {
             self.ctx
@@ -205,7 +199,7 @@ impl Accounts {
                 .await;
             return Err(DomainError::AccountDisabled);
         }
-        self.ctx.store.clear_login_failures(&login_lc).await?;
+        self.ctx.store.clear_login_failures(login_lc).await?;
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
