@@ -190,14 +190,7 @@ impl Accounts {
             _ => return Err(self.count_failure(caller, login_lc).await),
         };
         if !account.active {
-            self.ctx
-                .audit
-                .record(
-                    caller,
-                    Event::new(Action::Login, Outcome::Deactivated).subject(&account.id),
-                )
-                .await;
-            return Err(DomainError::AccountDisabled);
+            return Err(self.refuse_deactivated(caller, &account.id).await);
         }
         self.ctx.store.clear_login_failures(login_lc).await?;
         if verified.needs_rehash {
@@ -209,7 +202,10 @@ impl Accounts {
             .find_user(&account.id)
             .await?
             .ok_or(DomainError::BadCredentials)?;
-        let tokens = self.start_session(&user.user.id, &user.roles).await?;
+        let Some(tokens) = self.start_session(&user.user.id, &user.roles).await? else {
+            // Deactivated after the check above: the session was not started.
+            return Err(self.refuse_deactivated(caller, &account.id).await);
+        };
         self.ctx
             .audit
             .record(
@@ -221,6 +217,17 @@ impl Accounts {
             tokens,
             user: user.into(),
         })
+    }
+
+    async fn refuse_deactivated(&self, caller: &Caller, user_id: &str) -> DomainError {
+        self.ctx
+            .audit
+            .record(
+                caller,
+                Event::new(Action::Login, Outcome::Deactivated).subject(user_id),
+            )
+            .await;
+        DomainError::AccountDisabled
     }
 
     async fn count_failure(&self, caller: &Caller, login_lc: &str) -> DomainError {
@@ -273,8 +280,13 @@ impl Accounts {
         }
     }
 
-    /// Opens a session for the user and issues its first token pair.
-    async fn start_session(&self, user_id: &str, roles: &[String]) -> DomainResult<IssuedTokens> {
+    /// Opens a session for the user and issues its first token pair; `None` when the
+    /// user is no longer active (nothing was started).
+    async fn start_session(
+        &self,
+        user_id: &str,
+        roles: &[String],
+    ) -> DomainResult<Option<IssuedTokens>> {
         let ctx = &self.ctx;
         let now_ms = ctx.now_ms();
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -282,7 +294,8 @@ impl Accounts {
         let refresh = Secret::new(random_token(32));
         let refresh_expires_at =
             (now_ms + ctx.settings.refresh_ttl.as_millis() as i64).min(session_expires_at);
-        ctx.store
+        let started = ctx
+            .store
             .insert_session(NewSession {
                 id: session_id.clone(),
                 user_id: user_id.to_owned(),
@@ -292,6 +305,9 @@ impl Accounts {
                 now_ms,
             })
             .await?;
+        if !started {
+            return Ok(None);
+        }
         issue_pair(
             ctx,
             user_id,
@@ -304,6 +320,7 @@ impl Accounts {
             },
             now_ms,
         )
+        .map(Some)
     }
 }
 
