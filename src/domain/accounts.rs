@@ -1,5 +1,10 @@
 //! Accounts: registering, logging in (with throttling and the dummy-hash path) and
 //! creating users from the command line.
+//!
+//! A login takes its account's turn (see [`throttle`](super::throttle)) from reading
+//! the failure counter to recording the outcome, so a burst of guesses is checked
+//! one after another and stops at the lockout. A locked counter refuses before any
+//! turn or hash, and writes one audit row per lockout, not one per attempt.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,9 +16,15 @@ use super::{
     hot::{AccessGrant, RoleList},
     model::User,
     secrets::{digest_hex, random_token, Password, Secret},
+    throttle::{Counter, LockoutPolicy, Turns},
     validation::{self, Email, FullName, LoginName},
 };
-use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, Taken};
+use crate::store::{
+    entities::user, ChangeKind, LoginFailures, NewSession, NewUser, StoreError, Taken,
+};
+
+/// How long a caller refused for a crowded line is asked to wait.
+const CROWDED_RETRY: Duration = Duration::from_secs(1);
 
 /// The role every new user holds.
 pub const DEFAULT_ROLE: &str = "user";
@@ -50,11 +61,23 @@ pub(super) struct SessionRefresh<'a> {
 #[derive(Clone)]
 pub struct Accounts {
     ctx: Arc<Context>,
+    turns: Turns,
 }
 
 impl Accounts {
     pub(super) fn new(ctx: Arc<Context>) -> Self {
-        Accounts { ctx }
+        Accounts {
+            ctx,
+            turns: Turns::default(),
+        }
+    }
+
+    fn lockout_policy(&self) -> LockoutPolicy {
+        let settings = &self.ctx.settings;
+        LockoutPolicy {
+            max_failures: settings.login_max_failures,
+            lockout_ms: i64::try_from(settings.login_lockout.as_millis()).unwrap_or(i64::MAX),
+        }
     }
 
     /// Creates an account. The unique indexes decide races: of concurrent
@@ -154,29 +177,23 @@ impl Accounts {
                 "must be at most 128 characters",
             ));
         }
-        let login_lc = login.as_str();
-        let now_ms = self.ctx.now_ms();
-        // Checked before hashing, so a locked username costs no CPU.
-        if let Some(until) = self
-            .ctx
-            .store
-            .locked_until(login_lc)
-            .await?
-            .filter(|until| *until > now_ms)
-        {
-            self.ctx
-                .audit
-                .record(
-                    caller,
-                    Event::new(Action::Login, Outcome::Throttled)
-                        .detail(format!("login={login_lc}")),
-                )
-                .await;
+        let account = self.ctx.store.find_user_by_login(login.as_str()).await?;
+        let account_id = account.as_ref().map(|account| account.id.clone());
+        let counter = match &account_id {
+            Some(id) => Counter::Account(id),
+            None => Counter::UnknownLogin(login.as_str()),
+        };
+        // Refused while locked before taking a turn: no wait, no hash.
+        self.refuse_if_locked(caller, counter, &login).await?;
+        let max_waiting =
+            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
+        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
             return Err(DomainError::Throttled {
-                retry_after: Duration::from_millis((until - now_ms) as u64),
+                retry_after: CROWDED_RETRY,
             });
-        }
-        let account = self.ctx.store.find_user_by_login(login_lc).await?;
+        };
+        // Again with the turn: the checks before this one may have locked it.
+        self.refuse_if_locked(caller, counter, &login).await?;
         let verified = self
             .ctx
             .hasher
@@ -187,12 +204,14 @@ impl Accounts {
             .await?;
         let account = match account {
             Some(account) if verified.matches => account,
-            _ => return Err(self.count_failure(caller, login_lc).await),
+            _ => return Err(self.count_failure(caller, counter, &login).await),
         };
+        // The right password resets the count, whatever else refuses the login.
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
         if !account.active {
             return Err(self.refuse_deactivated(caller, &account.id).await);
         }
-        self.ctx.store.clear_login_failures(login_lc).await?;
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
@@ -230,33 +249,86 @@ impl Accounts {
         DomainError::AccountDisabled
     }
 
-    async fn count_failure(&self, caller: &Caller, login_lc: &str) -> DomainError {
+    /// `Throttled` while the counter is locked. The first refusal of each lockout
+    /// (on any replica) writes its one audit row; the others write nothing.
+    async fn refuse_if_locked(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        login: &LoginName,
+    ) -> DomainResult<()> {
+        let Some(failures) = self.ctx.store.login_failures(counter.key()).await? else {
+            return Ok(());
+        };
         let now_ms = self.ctx.now_ms();
-        let settings = &self.ctx.settings;
-        let lock_until = now_ms + settings.login_lockout.as_millis() as i64;
-        match self
+        let Some(until) = self.lockout_policy().locked_until(&failures, now_ms) else {
+            return Ok(());
+        };
+        if failures.refusals_audited_until != Some(until)
+            && self
+                .ctx
+                .store
+                .note_refusals_audited(counter.key(), until)
+                .await?
+        {
+            let mut event = Event::new(Action::Login, Outcome::Throttled).detail(format!(
+                "login={}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
+                login.as_str(),
+                whole_seconds(until - now_ms),
+                failures.lockouts,
+            ));
+            if let Some(id) = counter.account() {
+                event = event.subject(id);
+            }
+            self.ctx.audit.record(caller, event).await;
+        }
+        Err(DomainError::Throttled {
+            retry_after: Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0)),
+        })
+    }
+
+    /// Counts a failed check; the one that reaches the limit locks the counter.
+    async fn count_failure(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        login: &LoginName,
+    ) -> DomainError {
+        let now_ms = self.ctx.now_ms();
+        let policy = self.lockout_policy();
+        let mut before = LoginFailures::default();
+        let recorded = self
             .ctx
             .store
-            .record_login_failure(login_lc, settings.login_max_failures, lock_until, now_ms)
-            .await
-        {
-            Ok(locked) => {
-                let outcome = if locked {
-                    Outcome::FailedAndLocked
-                } else {
-                    Outcome::Failed
-                };
-                self.ctx
-                    .audit
-                    .record(
-                        caller,
-                        Event::new(Action::Login, outcome).detail(format!("login={login_lc}")),
-                    )
-                    .await;
-                DomainError::BadCredentials
-            }
-            Err(err) => err.into(),
+            .record_login_failure(counter.key(), now_ms, |current| {
+                before = current;
+                policy.after_failure(current, now_ms)
+            })
+            .await;
+        let after = match recorded {
+            Ok(after) => after,
+            Err(err) => return err.into(),
+        };
+        let locked = after.locked_until != before.locked_until;
+        let (outcome, detail) = if locked {
+            let lock_s = whole_seconds(after.locked_until.unwrap_or(now_ms) - now_ms);
+            (
+                Outcome::FailedAndLocked,
+                format!(
+                    "login={}; locked {lock_s} s (lockout {} in a row)",
+                    login.as_str(),
+                    after.lockouts
+                ),
+            )
+        } else {
+            (Outcome::Failed, format!("login={}", login.as_str()))
+        };
+        let mut event = Event::new(Action::Login, outcome).detail(detail);
+        if let Some(id) = counter.account() {
+            event = event.subject(id);
         }
+        self.ctx.audit.record(caller, event).await;
+        DomainError::BadCredentials
     }
 
     /// Upgrades a hash made with weaker parameters; a failure only delays it.
@@ -322,6 +394,11 @@ impl Accounts {
         )
         .map(Some)
     }
+}
+
+/// Milliseconds as seconds, rounded up (for audit details).
+fn whole_seconds(ms: i64) -> i64 {
+    ms.saturating_add(999) / 1000
 }
 
 /// What a successful login answers.

@@ -23,6 +23,7 @@ pub use audit::AuditEvent;
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
+pub use login_failures::LoginFailures;
 pub use paging::Page;
 pub use sessions::{NewSession, RefreshSpend, Rotation, SessionEnd};
 pub use users::{Activation, NewUser, Taken, UserWithRoles, Withdrawal};
