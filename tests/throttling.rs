@@ -344,6 +344,75 @@ async fn repeated_lockouts_grow_and_a_success_resets_them(backend: Backend) {
     server.stop().await;
 }
 
+/// A database upgraded from the name-keyed counters keeps their lockouts, now on
+/// the account: a lockout running by email holds for the username too.
+async fn an_upgrade_moves_running_counters_to_their_account(backend: Backend) {
+    use authd_migrations::{Migrator, MigratorTrait};
+    use sqlx::Row;
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    Migrator::up(&conn, Some(7))
+        .await
+        .expect("the schema before 000008");
+    conn.close().await.expect("close");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut sql = db.sql().await;
+    sqlx::query(
+        "INSERT INTO users (id, username, username_lc, email, email_lc, full_name, \
+         password_hash, active, created_at, updated_at) \
+         VALUES ($1, 'Alice', 'alice', 'Alice@example.com', 'alice@example.com', '', \
+         'not a hash', $2, $3, $3)",
+    )
+    .bind(id.clone())
+    .bind(true)
+    .bind(now)
+    .execute(&mut sql)
+    .await
+    .expect("user");
+    for (key, failures, locked_until) in [
+        ("alice", 2, None),
+        ("alice@example.com", 0, Some(now + 600_000)),
+        ("ghost", 4, None),
+    ] {
+        sqlx::query(
+            "INSERT INTO login_failures (username_lc, failures, locked_until, updated_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key)
+        .bind(failures)
+        .bind(locked_until)
+        .bind(now)
+        .execute(&mut sql)
+        .await
+        .expect("counter");
+    }
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    assert_eq!(
+        code_of(&mut client, "alice", PASSWORD).await,
+        Code::ResourceExhausted
+    );
+    let rows = sqlx::query(
+        "SELECT username_lc, failures, locked_until FROM login_failures ORDER BY username_lc",
+    )
+    .fetch_all(&mut sql)
+    .await
+    .expect("counters");
+    let rows: Vec<(String, i32, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut expected = vec![(id, 2, Some(now + 600_000)), ("ghost".to_owned(), 4, None)];
+    expected.sort();
+    assert_eq!(rows, expected);
+}
+
 const RACE_ROUNDS: usize = 10;
 
 async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
@@ -484,4 +553,5 @@ on_both_databases!(
     repeated_lockouts_grow_and_a_success_resets_them,
     login_racing_deactivation_leaves_no_live_session,
     a_login_meeting_a_deactivation_in_progress_is_refused,
+    an_upgrade_moves_running_counters_to_their_account,
 );
