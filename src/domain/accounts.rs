@@ -323,8 +323,10 @@ impl Accounts {
         } else {
             (Outcome::Failed, format!("login={}", login.as_str()))
         };
+        // A failed check names the login only, as it always has; the lock is an
+        // event about the account, so its row names the account as well.
         let mut event = Event::new(Action::Login, outcome).detail(detail);
-        if let Some(id) = counter.account() {
+        if let (true, Some(id)) = (locked, counter.account()) {
             event = event.subject(id);
         }
         self.ctx.audit.record(caller, event).await;
