@@ -11,6 +11,7 @@ mod m20261125_000004_create_changes;
 mod m20261125_000005_create_audit_events;
 mod m20261125_000006_create_api_keys;
 mod m20261125_000007_signing_key_active_from;
+mod m20261201_000008_key_login_failures_by_account;
 mod m20261201_000009_add_revocation_bounds;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_audit_events::Migration),
             Box::new(m20261125_000006_create_api_keys::Migration),
             Box::new(m20261125_000007_signing_key_active_from::Migration),
+            Box::new(m20261201_000008_key_login_failures_by_account::Migration),
             Box::new(m20261201_000009_add_revocation_bounds::Migration),
         ]
     }

@@ -1,5 +1,10 @@
 //! Accounts: registering, logging in (with throttling and the dummy-hash path) and
 //! creating users from the command line.
+//!
+//! A login takes its account's turn (see [`throttle`](super::throttle)) from reading
+//! the failure counter to recording the outcome, so a burst of guesses is checked
+//! one after another and stops at the lockout. A locked counter refuses before any
+//! turn or hash, and writes one audit row per lockout, not one per attempt.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,9 +16,15 @@ use super::{
     hot::{AccessGrant, RoleList},
     model::User,
     secrets::{digest_hex, random_token, Password, Secret},
-    validation,
+    throttle::{Counter, LockoutPolicy, Turns},
+    validation::{self, Email, FullName, LoginName},
 };
-use crate::store::{entities::user, ChangeKind, NewSession, NewUser, StoreError, Taken};
+use crate::store::{
+    entities::user, ChangeKind, LoginFailures, NewSession, NewUser, StoreError, Taken,
+};
+
+/// How long a caller refused for a crowded line is asked to wait.
+const CROWDED_RETRY: Duration = Duration::from_secs(1);
 
 /// The role every new user holds.
 pub const DEFAULT_ROLE: &str = "user";
@@ -50,11 +61,23 @@ pub(super) struct SessionRefresh<'a> {
 #[derive(Clone)]
 pub struct Accounts {
     ctx: Arc<Context>,
+    turns: Turns,
 }
 
 impl Accounts {
     pub(super) fn new(ctx: Arc<Context>) -> Self {
-        Accounts { ctx }
+        Accounts {
+            ctx,
+            turns: Turns::default(),
+        }
+    }
+
+    fn lockout_policy(&self) -> LockoutPolicy {
+        let settings = &self.ctx.settings;
+        LockoutPolicy {
+            max_failures: settings.login_max_failures,
+            lockout_ms: i64::try_from(settings.login_lockout.as_millis()).unwrap_or(i64::MAX),
+        }
     }
 
     /// Creates an account. The unique indexes decide races: of concurrent
@@ -65,9 +88,9 @@ impl Accounts {
         registration: Registration,
     ) -> DomainResult<User> {
         validation::username("username", &registration.username)?;
-        validation::email("email", &registration.email)?;
+        let email = Email::parse("email", &registration.email)?;
         validation::password("password", registration.password.expose())?;
-        validation::full_name("full_name", &registration.full_name)?;
+        let full_name = FullName::parse("full_name", &registration.full_name)?;
         let roles = if registration.roles.is_empty() {
             vec![DEFAULT_ROLE.to_owned()]
         } else {
@@ -76,7 +99,7 @@ impl Accounts {
         self.ctx.hot.catalog().require_all(&roles)?;
         let (username_lc, email_lc) = (
             registration.username.to_lowercase(),
-            registration.email.to_lowercase(),
+            email.as_str().to_lowercase(),
         );
         // A cheap early answer; the unique index below is what really decides.
         self.refuse_taken(&username_lc, &email_lc).await?;
@@ -90,8 +113,8 @@ impl Accounts {
             .insert_user(NewUser {
                 id: id.clone(),
                 username: registration.username,
-                email: registration.email,
-                full_name: registration.full_name,
+                email: email.into_string(),
+                full_name: full_name.into_string(),
                 password_hash,
                 roles,
                 now_ms,
@@ -146,13 +169,7 @@ impl Accounts {
         login: &str,
         password: Password,
     ) -> DomainResult<LoggedIn> {
-        validation::required("username", login)?;
-        if login.len() > 254 {
-            return Err(DomainError::invalid(
-                "username",
-                "must be at most 254 characters",
-            ));
-        }
+        let login = LoginName::parse("username", login)?;
         validation::required("password", password.expose())?;
         if password.expose().len() > validation::PASSWORD_MAX_BYTES {
             return Err(DomainError::invalid(
@@ -160,29 +177,23 @@ impl Accounts {
                 "must be at most 128 characters",
             ));
         }
-        let login_lc = login.to_lowercase();
-        let now_ms = self.ctx.now_ms();
-        // Checked before hashing, so a locked username costs no CPU.
-        if let Some(until) = self
-            .ctx
-            .store
-            .locked_until(&login_lc)
-            .await?
-            .filter(|until| *until > now_ms)
-        {
-            self.ctx
-                .audit
-                .record(
-                    caller,
-                    Event::new(Action::Login, Outcome::Throttled)
-                        .detail(format!("login={login_lc}")),
-                )
-                .await;
+        let account = self.ctx.store.find_user_by_login(login.as_str()).await?;
+        let account_id = account.as_ref().map(|account| account.id.clone());
+        let counter = match &account_id {
+            Some(id) => Counter::Account(id),
+            None => Counter::UnknownLogin(login.as_str()),
+        };
+        // Refused while locked before taking a turn: no wait, no hash.
+        self.refuse_if_locked(caller, counter, &login).await?;
+        let max_waiting =
+            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
+        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
             return Err(DomainError::Throttled {
-                retry_after: Duration::from_millis((until - now_ms) as u64),
+                retry_after: CROWDED_RETRY,
             });
-        }
-        let account = self.ctx.store.find_user_by_login(&login_lc).await?;
+        };
+        // Again with the turn: the checks before this one may have locked it.
+        self.refuse_if_locked(caller, counter, &login).await?;
         let verified = self
             .ctx
             .hasher
@@ -193,19 +204,14 @@ impl Accounts {
             .await?;
         let account = match account {
             Some(account) if verified.matches => account,
-            _ => return Err(self.count_failure(caller, &login_lc).await),
+            _ => return Err(self.count_failure(caller, counter, &login).await),
         };
+        // The right password resets the count, whatever else refuses the login.
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
         if !account.active {
-            self.ctx
-                .audit
-                .record(
-                    caller,
-                    Event::new(Action::Login, Outcome::Deactivated).subject(&account.id),
-                )
-                .await;
-            return Err(DomainError::AccountDisabled);
+            return Err(self.refuse_deactivated(caller, &account.id).await);
         }
-        self.ctx.store.clear_login_failures(&login_lc).await?;
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
@@ -215,7 +221,10 @@ impl Accounts {
             .find_user(&account.id)
             .await?
             .ok_or(DomainError::BadCredentials)?;
-        let tokens = self.start_session(&user.user.id, &user.roles).await?;
+        let Some(tokens) = self.start_session(&user.user.id, &user.roles).await? else {
+            // Deactivated after the check above: the session was not started.
+            return Err(self.refuse_deactivated(caller, &account.id).await);
+        };
         self.ctx
             .audit
             .record(
@@ -229,33 +238,99 @@ impl Accounts {
         })
     }
 
-    async fn count_failure(&self, caller: &Caller, login_lc: &str) -> DomainError {
+    async fn refuse_deactivated(&self, caller: &Caller, user_id: &str) -> DomainError {
+        self.ctx
+            .audit
+            .record(
+                caller,
+                Event::new(Action::Login, Outcome::Deactivated).subject(user_id),
+            )
+            .await;
+        DomainError::AccountDisabled
+    }
+
+    /// `Throttled` while the counter is locked. The first refusal of each lockout
+    /// (on any replica) writes its one audit row; the others write nothing.
+    async fn refuse_if_locked(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        login: &LoginName,
+    ) -> DomainResult<()> {
+        let Some(failures) = self.ctx.store.login_failures(counter.key()).await? else {
+            return Ok(());
+        };
         let now_ms = self.ctx.now_ms();
-        let settings = &self.ctx.settings;
-        let lock_until = now_ms + settings.login_lockout.as_millis() as i64;
-        match self
+        let Some(until) = self.lockout_policy().locked_until(&failures, now_ms) else {
+            return Ok(());
+        };
+        if failures.refusals_audited_until != Some(until)
+            && self
+                .ctx
+                .store
+                .note_refusals_audited(counter.key(), until)
+                .await?
+        {
+            let mut event = Event::new(Action::Login, Outcome::Throttled).detail(format!(
+                "login={}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
+                login.as_str(),
+                whole_seconds(until - now_ms),
+                failures.lockouts,
+            ));
+            if let Some(id) = counter.account() {
+                event = event.subject(id);
+            }
+            self.ctx.audit.record(caller, event).await;
+        }
+        Err(DomainError::Throttled {
+            retry_after: Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0)),
+        })
+    }
+
+    /// Counts a failed check; the one that reaches the limit locks the counter.
+    async fn count_failure(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        login: &LoginName,
+    ) -> DomainError {
+        let now_ms = self.ctx.now_ms();
+        let policy = self.lockout_policy();
+        let mut before = LoginFailures::default();
+        let recorded = self
             .ctx
             .store
-            .record_login_failure(login_lc, settings.login_max_failures, lock_until, now_ms)
-            .await
-        {
-            Ok(locked) => {
-                let outcome = if locked {
-                    Outcome::FailedAndLocked
-                } else {
-                    Outcome::Failed
-                };
-                self.ctx
-                    .audit
-                    .record(
-                        caller,
-                        Event::new(Action::Login, outcome).detail(format!("login={login_lc}")),
-                    )
-                    .await;
-                DomainError::BadCredentials
-            }
-            Err(err) => err.into(),
+            .record_login_failure(counter.key(), now_ms, |current| {
+                before = current;
+                policy.after_failure(current, now_ms)
+            })
+            .await;
+        let after = match recorded {
+            Ok(after) => after,
+            Err(err) => return err.into(),
+        };
+        let locked = after.locked_until != before.locked_until;
+        let (outcome, detail) = if locked {
+            let lock_s = whole_seconds(after.locked_until.unwrap_or(now_ms) - now_ms);
+            (
+                Outcome::FailedAndLocked,
+                format!(
+                    "login={}; locked {lock_s} s (lockout {} in a row)",
+                    login.as_str(),
+                    after.lockouts
+                ),
+            )
+        } else {
+            (Outcome::Failed, format!("login={}", login.as_str()))
+        };
+        // A failed check names the login only, as it always has; the lock is an
+        // event about the account, so its row names the account as well.
+        let mut event = Event::new(Action::Login, outcome).detail(detail);
+        if let (true, Some(id)) = (locked, counter.account()) {
+            event = event.subject(id);
         }
+        self.ctx.audit.record(caller, event).await;
+        DomainError::BadCredentials
     }
 
     /// Upgrades a hash made with weaker parameters; a failure only delays it.
@@ -279,8 +354,13 @@ impl Accounts {
         }
     }
 
-    /// Opens a session for the user and issues its first token pair.
-    async fn start_session(&self, user_id: &str, roles: &[String]) -> DomainResult<IssuedTokens> {
+    /// Opens a session for the user and issues its first token pair; `None` when the
+    /// user is no longer active (nothing was started).
+    async fn start_session(
+        &self,
+        user_id: &str,
+        roles: &[String],
+    ) -> DomainResult<Option<IssuedTokens>> {
         let ctx = &self.ctx;
         let now_ms = ctx.now_ms();
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -288,7 +368,8 @@ impl Accounts {
         let refresh = Secret::new(random_token(32));
         let refresh_expires_at =
             (now_ms + ctx.settings.refresh_ttl.as_millis() as i64).min(session_expires_at);
-        ctx.store
+        let started = ctx
+            .store
             .insert_session(NewSession {
                 id: session_id.clone(),
                 user_id: user_id.to_owned(),
@@ -299,6 +380,9 @@ impl Accounts {
                 now_ms,
             })
             .await?;
+        if !started {
+            return Ok(None);
+        }
         ctx.hot
             .session_started(&session_id, user_id, session_expires_at);
         issue_pair(
@@ -313,7 +397,13 @@ impl Accounts {
             },
             now_ms,
         )
+        .map(Some)
     }
+}
+
+/// Milliseconds as seconds, rounded up (for audit details).
+fn whole_seconds(ms: i64) -> i64 {
+    ms.saturating_add(999) / 1000
 }
 
 /// What a successful login answers.

@@ -77,6 +77,7 @@ impl Admin {
                 store.find_user(user_id).await?
             }
             (true, false) => {
+                validation::no_nul("username", username)?;
                 store
                     .find_user_by_username(&username.to_lowercase())
                     .await?

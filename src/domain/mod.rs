@@ -25,6 +25,7 @@ pub mod passwords;
 pub mod secrets;
 pub mod sessions;
 pub mod signing_keys;
+mod throttle;
 pub mod validation;
 
 use std::{sync::Arc, time::Duration};

@@ -24,6 +24,7 @@ pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
 pub use keys::KeyRevocation;
+pub use login_failures::LoginFailures;
 pub use paging::Page;
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,

@@ -3,13 +3,13 @@
 
 use sea_orm::{
     sea_query::{Expr, Query, SimpleExpr},
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
     QueryFilter, QuerySelect, Set, Statement,
 };
 
 use super::{
     changes::{self, ChangeKind},
-    entities::{refresh_token, session},
+    entities::{refresh_token, session, user},
     Backend, Store, StoreError,
 };
 
@@ -97,19 +97,54 @@ pub struct SessionEnd {
 }
 
 impl Store {
-    pub async fn insert_session(&self, new: NewSession) -> Result<(), StoreError> {
+    /// Starts a session and stores its first refresh token, if the user is active
+    /// at the moment the session row goes in; `false` (nothing stored) otherwise.
+    ///
+    /// The active check is part of the insert, so a login cannot slip a session in
+    /// after a deactivation (which ends sessions in its own transaction) has looked.
+    /// On PostgreSQL the check takes a share lock on the user's row: a concurrent
+    /// deactivation's update waits for this insert to commit and then ends its
+    /// session too, or this check waits for the deactivation and sees it. (The
+    /// foreign key's own lock does not conflict with an update of `active`.) On
+    /// SQLite the write transaction serialises the two.
+    #[must_use = "false means the user is not active and no session was started"]
+    pub async fn insert_session(&self, new: NewSession) -> Result<bool, StoreError> {
+        let user_is_active = Query::select()
+            .expr(Expr::val(1))
+            .from(user::Entity)
+            .and_where(Expr::col((user::Entity, user::Column::Id)).eq(new.user_id.as_str()))
+            .and_where(Expr::col((user::Entity, user::Column::Active)).eq(true))
+            .lock_shared()
+            .to_owned();
+        let row = Query::select()
+            .exprs([
+                Expr::val(new.id.as_str()),
+                Expr::val(new.user_id.as_str()),
+                Expr::val(new.now_ms),
+                Expr::val(new.expires_at),
+            ])
+            .and_where(Expr::exists(user_is_active))
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(session::Entity)
+            .columns([
+                session::Column::Id,
+                session::Column::UserId,
+                session::Column::CreatedAt,
+                session::Column::ExpiresAt,
+            ])
+            .select_from(row)
+            .map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?
+            .to_owned();
         let txn = self.begin_write().await?;
-        session::Entity::insert(session::ActiveModel {
-            id: Set(new.id.clone()),
-            user_id: Set(new.user_id),
-            created_at: Set(new.now_ms),
-            expires_at: Set(new.expires_at),
-            ended_at: Set(None),
-            end_reason: Set(None),
-            tokens_expire_by: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        let inserted = txn
+            .execute(txn.get_database_backend().build(&insert))
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
         insert_refresh(
             &txn,
             NewRefresh {
@@ -122,7 +157,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Spends the refresh token `old_hash` and stores `new_hash` in its place.

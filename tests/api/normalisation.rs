@@ -1,0 +1,204 @@
+//! Input normalisation through the real API (API.md "Input normalisation"): NFC
+//! emails and names, invisible and bidirectional characters refused, NUL bytes
+//! refused by name on both databases and never an INTERNAL.
+
+mod common;
+
+use authd::grpc::pb;
+use common::{admin_token, register, Backend, TestDb, TestServer, PASSWORD};
+use tonic::{transport::Channel, Code, Status};
+use tonic_types::StatusExt;
+
+type Client = pb::auth_service_client::AuthServiceClient<Channel>;
+
+async fn register_as(
+    client: &mut Client,
+    username: &str,
+    email: &str,
+    full_name: &str,
+) -> Result<pb::User, Status> {
+    client
+        .register(pb::RegisterRequest {
+            username: username.into(),
+            email: email.into(),
+            password: PASSWORD.into(),
+            full_name: full_name.into(),
+        })
+        .await
+        .map(|r| r.into_inner().user.expect("user"))
+}
+
+async fn login_as(client: &mut Client, login: &str, password: &str) -> Result<pb::User, Status> {
+    client
+        .login(pb::LoginRequest {
+            username: login.into(),
+            password: password.into(),
+        })
+        .await
+        .map(|r| r.into_inner().user.expect("user"))
+}
+
+/// Asserts INVALID_ARGUMENT naming `field`, in the message and as a BadRequest.
+fn assert_names(result: Result<impl std::fmt::Debug, Status>, field: &str, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "{what}: {}",
+        status.message()
+    );
+    let violations = status
+        .get_details_bad_request()
+        .expect("BadRequest details")
+        .field_violations;
+    assert_eq!(violations.len(), 1, "{what}");
+    assert_eq!(violations[0].field, field, "{what}");
+}
+
+const CAFE_NFC: &str = "caf\u{e9}@example.com";
+const CAFE_NFD: &str = "cafe\u{301}@example.com";
+
+async fn a_login_by_the_nfd_spelling_finds_the_nfc_account(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    let user = register_as(&mut client, "cafe", CAFE_NFC, "Zoe\u{308} Le\u{301}vy")
+        .await
+        .expect("register");
+    assert_eq!(user.email, CAFE_NFC);
+    assert_eq!(
+        user.full_name, "Zo\u{eb} L\u{e9}vy",
+        "names are stored in NFC"
+    );
+    for login in [CAFE_NFD, CAFE_NFC, "CAFE\u{301}@EXAMPLE.COM"] {
+        let found = login_as(&mut client, login, PASSWORD)
+            .await
+            .unwrap_or_else(|s| panic!("login by {login:?}: {s:?}"));
+        assert_eq!(found.id, user.id);
+    }
+    // Registered in NFD, stored and found in NFC.
+    let other = register_as(&mut client, "noel", "noe\u{308}l@example.com", "")
+        .await
+        .expect("register NFD");
+    assert_eq!(other.email, "no\u{eb}l@example.com");
+    let found = login_as(&mut client, "no\u{eb}l@example.com", PASSWORD)
+        .await
+        .expect("login by NFC");
+    assert_eq!(found.id, other.id);
+}
+
+async fn nfc_and_nfd_registrations_of_one_email_collide(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register_as(&mut client, "first", CAFE_NFC, "")
+        .await
+        .expect("NFC");
+    let again = register_as(&mut client, "second", CAFE_NFD, "")
+        .await
+        .expect_err("NFD of a taken address");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    // And the other way round, in another case too.
+    register_as(&mut client, "third", "jose\u{301}@example.com", "")
+        .await
+        .expect("NFD");
+    let again = register_as(&mut client, "fourth", "JOS\u{c9}@example.com", "")
+        .await
+        .expect_err("NFC of a taken address");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+}
+
+/// Refused in an email; all but the first three (zero-width) in a full name too.
+const FORBIDDEN: [char; 13] = [
+    '\u{200B}', '\u{200C}', '\u{200D}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{FEFF}',
+];
+
+async fn invisible_and_bidi_characters_are_refused_naming_the_field(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    for (i, c) in FORBIDDEN.into_iter().enumerate() {
+        let what = format!("U+{:04X}", c as u32);
+        let username = format!("user{i}");
+        assert_names(
+            register_as(&mut client, &username, &format!("a{c}b@example.com"), "").await,
+            "email",
+            &format!("{what} in an email"),
+        );
+        let name = format!("Alice {c}Example");
+        let email = format!("{username}@example.com");
+        let registered = register_as(&mut client, &username, &email, &name).await;
+        if i < 3 {
+            let user = registered.unwrap_or_else(|s| panic!("{what} is fine in a name: {s:?}"));
+            assert_eq!(user.full_name, name);
+        } else {
+            assert_names(registered, "full_name", &format!("{what} in a full name"));
+        }
+    }
+}
+
+async fn nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut client = server.auth().await;
+    register(&mut client, "alice").await;
+    assert_names(
+        register_as(&mut client, "al\0ce", "alce@example.com", "").await,
+        "username",
+        "NUL in a username",
+    );
+    assert_names(
+        register_as(&mut client, "alce", "al\0ce@example.com", "").await,
+        "email",
+        "NUL in an email",
+    );
+    assert_names(
+        register_as(&mut client, "alce", "alce@example.com", "Al\0ce").await,
+        "full_name",
+        "NUL in a full name",
+    );
+    for login in ["alice\0", "al\0ice@example.com", "\0"] {
+        assert_names(
+            login_as(&mut client, login, PASSWORD).await,
+            "username",
+            "NUL in Login's username",
+        );
+    }
+    // A NUL in a password is just a wrong password, for a known or unknown name.
+    for login in ["alice", "alice@example.com", "nobody"] {
+        let status = login_as(&mut client, login, "correct horse\0battery")
+            .await
+            .expect_err("NUL in a password");
+        assert_eq!(status.code(), Code::Unauthenticated, "{login}: {status:?}");
+    }
+    let (_, admin) = admin_token(&db, &server, "root").await;
+    let mut admin = server.admin(&admin.access_token).await;
+    let by_name = admin
+        .get_user(pb::GetUserRequest {
+            username: "alice\0".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner());
+    assert_names(by_name, "username", "NUL in GetUser's username");
+    // The server is fine and alice still logs in.
+    login_as(&mut client, "alice", PASSWORD)
+        .await
+        .expect("alice logs in");
+}
+
+on_both_databases!(
+    a_login_by_the_nfd_spelling_finds_the_nfc_account,
+    nfc_and_nfd_registrations_of_one_email_collide,
+    invisible_and_bidi_characters_are_refused_naming_the_field,
+    nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal,
+);
