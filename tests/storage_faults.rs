@@ -346,6 +346,19 @@ async fn a_full_disk_fails_closed_and_recovers_by_itself(backend: Backend) {
             full_at.elapsed()
         ),
     );
+    // It must stay so: a probe that "succeeds" without writing would flip it back.
+    let mut flipped = Vec::new();
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = health(channel.clone(), "").await;
+        if status != NOT_SERVING {
+            flipped.push(status);
+        }
+    }
+    findings.check(
+        flipped.is_empty(),
+        format!("readiness stays NOT_SERVING for 3 s while the disk is full: {flipped:?}"),
+    );
     let live = health(channel.clone(), "liveness").await;
     findings.check(live == SERVING, format!("liveness stays SERVING: {live}"));
     let hot = validate(&mut client, &alice_3.access_token).await;

@@ -164,6 +164,7 @@ impl Store {
                     reader: SqlxSqliteConnector::from_sqlx_sqlite_pool(reader),
                     writer: SqlxSqliteConnector::from_sqlx_sqlite_pool(writer),
                     backend: Backend::Sqlite,
+                    writes: Default::default(),
                 }
             }
             Options::Postgres(options) => {
@@ -181,6 +182,7 @@ impl Store {
                     reader: db.clone(),
                     writer: db,
                     backend: Backend::Postgres,
+                    writes: Default::default(),
                 }
             }
         };
