@@ -198,7 +198,8 @@ pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain>
     ))
 }
 
-/// Readiness follows the database: SERVING while the change feed reaches it.
+/// Readiness follows the database: SERVING while the change feed reads it and
+/// writes reach it.
 async fn follow_database(
     mut up: tokio::sync::watch::Receiver<bool>,
     health: tonic_health::server::HealthReporter,

@@ -47,6 +47,7 @@ impl Store {
             .await?
             .is_some();
         if taken {
+            txn.rollback().await?;
             return Err(StoreError::Conflict);
         }
         let row = api_key::Model {

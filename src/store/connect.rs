@@ -99,6 +99,30 @@ async fn probe_postgres(options: &PgConnectOptions, timeout: Duration) -> Result
     }
 }
 
+/// Whether the SQLite writer connection may go back to the pool: not while sqlx
+/// still counts a transaction on it.
+///
+/// A transaction dropped unended has its ROLLBACK queued on the connection; the
+/// ping lets it run first. A count that stays up means the ROLLBACK failed,
+/// typically because SQLite had already rolled the transaction back itself after
+/// SQLITE_FULL or SQLITE_IOERR. Reused, that connection would turn the next BEGIN
+/// into a SAVEPOINT, and a ROLLBACK TO it leaves a transaction open that holds the
+/// write lock and that every later "commit" (a RELEASE) only nests into: writes
+/// acknowledged, never committed. Closing the connection ends whatever it holds;
+/// the pool opens a fresh one for the next write.
+async fn writer_is_reusable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let reusable = !conn.is_in_transaction();
+    if !reusable {
+        tracing::warn!("closing the SQLite writer connection: its transaction did not roll back");
+    }
+    Ok(reusable)
+}
+
 impl OpenError {
     /// SQLite's "database is locked" family (SQLITE_BUSY, SQLITE_LOCKED,
     /// SQLITE_BUSY_SNAPSHOT), on connecting or migrating.
@@ -138,6 +162,7 @@ impl Store {
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(settings.connect_timeout)
+                    .after_release(|conn, _| Box::pin(writer_is_reusable(conn)))
                     .connect_with(options.clone())
                     .await
                     .map_err(OpenError::Connect)?;
@@ -151,6 +176,7 @@ impl Store {
                     reader: SqlxSqliteConnector::from_sqlx_sqlite_pool(reader),
                     writer: SqlxSqliteConnector::from_sqlx_sqlite_pool(writer),
                     backend: Backend::Sqlite,
+                    writes: Default::default(),
                 }
             }
             Options::Postgres(options) => {
@@ -168,6 +194,7 @@ impl Store {
                     reader: db.clone(),
                     writer: db,
                     backend: Backend::Postgres,
+                    writes: Default::default(),
                 }
             }
         };
@@ -186,7 +213,11 @@ impl Store {
                 self.writer.execute_unprepared("BEGIN IMMEDIATE").await?;
                 match Migrator::up(&self.writer, None).await {
                     Ok(()) => {
-                        self.writer.execute_unprepared("COMMIT").await?;
+                        if let Err(err) = self.writer.execute_unprepared("COMMIT").await {
+                            // A failed COMMIT may leave the transaction open.
+                            let _ = self.writer.execute_unprepared("ROLLBACK").await;
+                            return Err(StoreError::from(err));
+                        }
                         Ok(())
                     }
                     Err(err) => {

@@ -38,6 +38,7 @@ impl Store {
             .count(&txn)
             .await?;
         if active > 0 {
+            txn.rollback().await?;
             return Ok(false);
         }
         let kid = key.kid.clone();

@@ -276,12 +276,14 @@ impl Store {
             .one(&txn)
             .await?
         else {
+            txn.rollback().await?;
             return Err(StoreError::Missing("spent refresh token"));
         };
         let Some(session) = session::Entity::find_by_id(&token.session_id)
             .one(&txn)
             .await?
         else {
+            txn.rollback().await?;
             return Err(StoreError::Missing("session of a live refresh token"));
         };
         let refresh_expires_at = new_expires_at.min(session.expires_at);
@@ -335,12 +337,14 @@ impl Store {
     ) -> Result<Option<SessionEnd>, StoreError> {
         let txn = self.begin_write().await?;
         let Some((_, session)) = token_and_session(&txn, hash).await? else {
+            txn.rollback().await?;
             return Ok(None);
         };
         if !self
             .end_and_record(&txn, &session.id, reason, now_ms)
             .await?
         {
+            txn.rollback().await?;
             return Ok(None);
         }
         txn.commit().await?;

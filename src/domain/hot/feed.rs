@@ -6,10 +6,13 @@
 //! a few times a second. Applying means re-reading the subject from the database,
 //! so applying twice is harmless. One lock orders all applies, so an older read
 //! can never overwrite a newer one.
+//!
+//! The feed also reports readiness: the database answers its polls and the store
+//! does not find writes failing (reads go on working on a full disk).
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -47,6 +50,12 @@ pub(super) struct ChangeFeed {
     cursor: Mutex<i64>,
     /// Polls started so far, so that concurrent catch-ups can share one read.
     polls_started: AtomicU64,
+    /// The last poll or load read the database; after a failed one the next
+    /// successful one reloads everything.
+    reads_up: AtomicBool,
+    /// Whether writes reach the database, as the store finds.
+    writes_ok: watch::Receiver<bool>,
+    /// Readiness: reads up and writes not failing.
     database_up: watch::Sender<bool>,
 }
 
@@ -59,6 +68,7 @@ impl ChangeFeed {
         access_ttl: Duration,
     ) -> Self {
         ChangeFeed {
+            writes_ok: store.writes_ok(),
             store,
             clock,
             views,
@@ -66,13 +76,20 @@ impl ChangeFeed {
             access_ttl_ms: access_ttl.as_millis() as i64,
             cursor: Mutex::new(0),
             polls_started: AtomicU64::new(0),
+            reads_up: AtomicBool::new(false),
             database_up: watch::Sender::new(false),
         }
     }
 
-    /// Follows whether the last poll reached the database.
+    /// Follows whether the last poll reached the database and writes succeed.
     pub fn database_up(&self) -> watch::Receiver<bool> {
         self.database_up.subscribe()
+    }
+
+    fn publish_database_up(&self) {
+        let up = self.reads_up.load(Ordering::Acquire) && *self.writes_ok.borrow();
+        self.database_up
+            .send_if_modified(|current| std::mem::replace(current, up) != up);
     }
 
     /// Loads every view from the tables. The cursor is read first, so a change made
@@ -99,7 +116,8 @@ impl ChangeFeed {
         self.keys.load(&self.store, now_ms).await?;
         *cursor = latest;
         self.views.mark_synced(now_ms);
-        self.database_up.send_replace(true);
+        self.reads_up.store(true, Ordering::Release);
+        self.publish_database_up();
         Ok(())
     }
 
@@ -230,12 +248,15 @@ impl ChangeFeed {
     pub async fn run(&self, interval: Duration, shutdown: CancellationToken) {
         let mut last_prune = std::time::Instant::now();
         let mut last_session_prune = std::time::Instant::now();
+        let mut writes_ok = self.writes_ok.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+                // Writes failing or succeeding again change readiness at once.
+                Ok(()) = writes_ok.changed() => {}
             }
-            let was_up = *self.database_up.borrow();
+            let was_up = self.reads_up.load(Ordering::Acquire);
             let result = if was_up {
                 self.poll().await.map(|_| ())
             } else {
@@ -246,17 +267,16 @@ impl ChangeFeed {
                     if !was_up {
                         tracing::info!("database reachable again; views reloaded");
                     }
-                    self.database_up
-                        .send_if_modified(|up| !std::mem::replace(up, true));
+                    self.reads_up.store(true, Ordering::Release);
                 }
                 Err(err) => {
                     if was_up {
                         tracing::warn!(error = %err, "database unreachable; answering from memory");
                     }
-                    self.database_up
-                        .send_if_modified(|up| std::mem::replace(up, false));
+                    self.reads_up.store(false, Ordering::Release);
                 }
             }
+            self.publish_database_up();
             if last_session_prune.elapsed() > SESSION_PRUNE_EVERY {
                 last_session_prune = std::time::Instant::now();
                 self.views
