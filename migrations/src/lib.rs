@@ -12,6 +12,7 @@ mod m20261125_000005_create_audit_events;
 mod m20261125_000006_create_api_keys;
 mod m20261125_000007_signing_key_active_from;
 mod m20261201_000009_add_revocation_bounds;
+mod m20261201_000010_prepare_pruning;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_create_api_keys::Migration),
             Box::new(m20261125_000007_signing_key_active_from::Migration),
             Box::new(m20261201_000009_add_revocation_bounds::Migration),
+            Box::new(m20261201_000010_prepare_pruning::Migration),
         ]
     }
 }
