@@ -15,6 +15,7 @@ mod keys;
 mod locks;
 mod login_failures;
 mod paging;
+mod prune;
 mod sessions;
 mod users;
 
@@ -25,6 +26,7 @@ pub use connect::{Backend, DatabaseSettings};
 pub use error::StoreError;
 pub use keys::KeyRevocation;
 pub use paging::Page;
+pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,
 };
