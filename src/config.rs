@@ -7,7 +7,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    domain::{hot::HotSettings, passwords::HashSettings, AuthSettings},
+    domain::{
+        hot::HotSettings, passwords::HashSettings, retention::RetentionSettings, AuthSettings,
+    },
     store::DatabaseSettings,
 };
 
@@ -266,6 +268,16 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CHANGE_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub change_poll_interval: Duration,
 
+    /// How long audit rows are kept before they are deleted.
+    #[arg(long, env = "AUTHD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
+    /// How often rows that can no longer matter (ended sessions, spent refresh
+    /// tokens, old changes, stale login failures, old audit rows) are deleted, in
+    /// small batches, by one replica at a time.
+    #[arg(long, env = "AUTHD_PRUNE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub prune_interval: Duration,
+
     /// Verified access tokens kept in memory.
     #[arg(long, env = "AUTHD_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,
@@ -293,6 +305,16 @@ impl ServeConfig {
             access_ttl: self.access_token_ttl,
             max_staleness: self.max_staleness,
             token_cache_capacity: self.token_cache_capacity,
+        }
+    }
+
+    pub fn retention_settings(&self) -> RetentionSettings {
+        RetentionSettings {
+            every: self.prune_interval,
+            audit_retention: self.audit_retention,
+            access_ttl: self.access_token_ttl,
+            refresh_ttl: self.refresh_token_ttl,
+            login_lockout: self.login_lockout,
         }
     }
 
