@@ -7,7 +7,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    domain::{hot::HotSettings, passwords::HashSettings, AuthSettings},
+    domain::{
+        hot::HotSettings, passwords::HashSettings, retention::RetentionSettings, AuthSettings,
+    },
     listen::ConnectionLimits,
     store::DatabaseSettings,
 };
@@ -267,6 +269,16 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CHANGE_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub change_poll_interval: Duration,
 
+    /// How long audit rows are kept before they are deleted.
+    #[arg(long, env = "AUTHD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
+    /// How often rows that can no longer matter (ended sessions, spent refresh
+    /// tokens, old changes, stale login failures, old audit rows) are deleted, in
+    /// small batches, by one replica at a time.
+    #[arg(long, env = "AUTHD_PRUNE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub prune_interval: Duration,
+
     /// Verified access tokens kept in memory.
     #[arg(long, env = "AUTHD_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,
@@ -328,6 +340,16 @@ impl ServeConfig {
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
+        }
+    }
+
+    pub fn retention_settings(&self) -> RetentionSettings {
+        RetentionSettings {
+            every: self.prune_interval,
+            audit_retention: self.audit_retention,
+            access_ttl: self.access_token_ttl,
+            refresh_ttl: self.refresh_token_ttl,
+            login_lockout: self.login_lockout,
         }
     }
 

@@ -39,6 +39,8 @@ use crate::{
 /// The health service name that reports the process alone, for liveness probes.
 pub const LIVENESS: &str = "liveness";
 const AUTH_SERVICE: &str = "auth.v1.AuthService";
+/// How long shutdown waits for the pruner to finish its batch and release its lease.
+const PRUNER_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the store, loads the views and serves on the given listeners until
 /// `shutdown` resolves; then reports NOT_SERVING, drains in-flight calls (up to the
@@ -85,6 +87,11 @@ pub async fn run_with_clock(
         );
         tokio::spawn(async move { hot.follow_feed(every, stop).await });
     }
+    let pruning = tokio::spawn(
+        domain
+            .pruner(config.retention_settings())
+            .run(background.clone()),
+    );
     let draining = CancellationToken::new();
     tokio::spawn(follow_database(
         domain.hot.database_up(),
@@ -142,6 +149,9 @@ pub async fn run_with_clock(
     }
     background.cancel();
     draining.cancel();
+    // The pruner stops between batches and gives its lease up, so another replica
+    // takes pruning over at once.
+    let _ = tokio::time::timeout(PRUNER_STOP, pruning).await;
     domain.api_keys.flush_use().await;
     let _ = http_server.await;
     domain.close().await;

@@ -22,6 +22,7 @@ pub mod hot;
 pub mod model;
 pub mod paging;
 pub mod passwords;
+pub mod retention;
 pub mod secrets;
 pub mod sessions;
 pub mod signing_keys;
@@ -94,6 +95,16 @@ impl Domain {
         metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(pool.idle as f64);
         metrics::gauge!("authd_db_pool_connections", "state" => "in_use")
             .set(pool.open.saturating_sub(pool.idle) as f64);
+    }
+
+    /// The pruner of this replica, on the domain's store and clock; run it with
+    /// [`retention::Pruner::run`].
+    pub fn pruner(&self, settings: retention::RetentionSettings) -> retention::Pruner {
+        retention::Pruner::new(
+            self.context.store.clone(),
+            self.context.clock.clone(),
+            settings,
+        )
     }
 
     /// Closes the database connections (after the last call has finished).

@@ -112,14 +112,4 @@ impl Store {
             })
             .collect())
     }
-
-    /// Deletes change rows older than `before_ms`: replicas started since then load
-    /// the views from the tables, not from the feed.
-    pub async fn prune_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let result = change::Entity::delete_many()
-            .filter(change::Column::CreatedAt.lt(before_ms))
-            .exec(&self.writer)
-            .await?;
-        Ok(result.rows_affected)
-    }
 }

@@ -1,5 +1,6 @@
 //! The PostgreSQL advisory locks authd takes, in one place so that no two uses can
-//! share a key by accident. SQLite needs none: it has one writer at a time.
+//! share a key by accident. SQLite needs none: it has one writer at a time (and
+//! pruning takes a lease row there instead).
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
@@ -20,6 +21,9 @@ pub(super) enum AdvisoryLock {
     FirstSigningKey,
     /// "Is this API-key name free?" with the insert.
     ApiKeyName,
+    /// Pruning: held at session level by the one replica that prunes, for as long
+    /// as it prunes (see `prune.rs`); the others skip their rounds.
+    Pruning,
 }
 
 impl AdvisoryLock {
@@ -31,6 +35,7 @@ impl AdvisoryLock {
             AdvisoryLock::AdminHolders => 3,
             AdvisoryLock::FirstSigningKey => 4,
             AdvisoryLock::ApiKeyName => 5,
+            AdvisoryLock::Pruning => 6,
         };
         0x6175_7468_6400_0000 + number
     }
@@ -61,5 +66,6 @@ mod tests {
         assert_eq!(AdvisoryLock::AdminHolders.key(), 0x6175_7468_6400_0003);
         assert_eq!(AdvisoryLock::FirstSigningKey.key(), 0x6175_7468_6400_0004);
         assert_eq!(AdvisoryLock::ApiKeyName.key(), 0x6175_7468_6400_0005);
+        assert_eq!(AdvisoryLock::Pruning.key(), 0x6175_7468_6400_0006);
     }
 }

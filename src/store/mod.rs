@@ -19,6 +19,7 @@ mod keys;
 mod locks;
 mod login_failures;
 mod paging;
+mod prune;
 mod sessions;
 mod users;
 
@@ -30,6 +31,7 @@ pub use error::StoreError;
 pub use keys::KeyRevocation;
 pub use login_failures::LoginFailures;
 pub use paging::Page;
+pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,
 };

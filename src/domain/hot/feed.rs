@@ -37,15 +37,12 @@ const POLL_BATCH: u64 = 500;
 const SESSION_MARGIN_MS: i64 = 5_000;
 /// How often sessions whose tokens have all expired are forgotten.
 const SESSION_PRUNE_EVERY: Duration = Duration::from_secs(10);
-/// Change rows older than the access-token lifetime plus this are deleted.
-const CHANGE_RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
 
 pub(super) struct ChangeFeed {
     store: Store,
     clock: Clock,
     views: Arc<Views>,
     keys: Arc<KeyRing>,
-    access_ttl_ms: i64,
     /// The sequence number applied last; also the lock that orders applies.
     cursor: Mutex<i64>,
     /// Polls started so far, so that concurrent catch-ups can share one read.
@@ -60,20 +57,13 @@ pub(super) struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    pub fn new(
-        store: Store,
-        clock: Clock,
-        views: Arc<Views>,
-        keys: Arc<KeyRing>,
-        access_ttl: Duration,
-    ) -> Self {
+    pub fn new(store: Store, clock: Clock, views: Arc<Views>, keys: Arc<KeyRing>) -> Self {
         ChangeFeed {
             writes_ok: store.writes_ok(),
             store,
             clock,
             views,
             keys,
-            access_ttl_ms: access_ttl.as_millis() as i64,
             cursor: Mutex::new(0),
             polls_started: AtomicU64::new(0),
             reads_up: AtomicBool::new(false),
@@ -284,10 +274,7 @@ impl ChangeFeed {
             }
             if last_prune.elapsed() > Duration::from_secs(300) {
                 last_prune = std::time::Instant::now();
-                let before = self.clock.now_ms() - self.access_ttl_ms - CHANGE_RETENTION_MARGIN_MS;
-                if let Err(err) = self.store.prune_changes(before).await {
-                    tracing::debug!(error = %err, "could not prune old changes");
-                }
+                // Old change rows are deleted by the pruner (`domain::retention`).
                 // A key rotated in ahead retires later than the rotation that set it.
                 let now_ms = self.clock.now_ms();
                 if let Err(err) = self.store.erase_retired_private_keys(now_ms).await {

@@ -95,13 +95,7 @@ impl HotPath {
     ) -> Result<HotPath, StoreError> {
         let views = Arc::new(Views::default());
         let keys = Arc::new(KeyRing::new(settings.access_ttl));
-        let feed = ChangeFeed::new(
-            store.clone(),
-            clock.clone(),
-            views.clone(),
-            keys.clone(),
-            settings.access_ttl,
-        );
+        let feed = ChangeFeed::new(store.clone(), clock.clone(), views.clone(), keys.clone());
         feed.load().await?;
         let tokens = AccessTokens::new(
             &settings.issuer,
