@@ -79,7 +79,9 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct KeysRevokeArgs {
-    /// The key's id (`kid` in token headers and in the JWK Set).
+    /// The key's id (`kid` in token headers and in the JWK Set). A kid may start
+    /// with `-` (it is base64url), so it is never taken for a flag.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
