@@ -22,6 +22,7 @@ pub mod hot;
 pub mod model;
 pub mod paging;
 pub mod passwords;
+pub mod sealing;
 pub mod secrets;
 pub mod sessions;
 pub mod signing_keys;
