@@ -30,5 +30,6 @@ mod production;
 mod python_client;
 mod reflection;
 mod revocation;
+mod secrets_at_rest;
 mod sessions;
 mod tokens;
