@@ -91,7 +91,9 @@ pub struct KeysRewrapArgs {
 
 #[derive(Debug, Args)]
 pub struct KeysRevokeArgs {
-    /// The key's id (`kid` in token headers and in the JWK Set).
+    /// The key's id (`kid` in token headers and in the JWK Set). A kid may start
+    /// with `-` (base64url), so this never reads as a flag.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
