@@ -9,12 +9,12 @@ use tokio::net::TcpListener;
 use crate::{
     clock::Clock,
     config::{
-        ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HealthArgs, KeysCommand,
-        ServeConfig, UserCommand, UserCreateArgs,
+        self, ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HealthArgs, KeysCommand,
+        KeysRewrapArgs, ServeConfig, UserCommand, UserCreateArgs,
     },
     domain::{
         accounts::Registration, admin::AdminCaller, api_keys::NewKey, caller::Caller,
-        secrets::Password, signing_keys,
+        sealing::KeyEncryptionKey, secrets::Password, signing_keys,
     },
     server,
     store::Store,
@@ -24,7 +24,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(config) => serve(*config).await,
         Command::Migrate(database) => {
-            open(&database).await?;
+            let (store, kek) = open(&database).await?;
+            signing_keys::seal_at_rest(&store, kek.as_ref()).await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -34,11 +35,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Rotate(args),
         } => {
-            let store = open(&args.database).await?;
+            let (store, kek) = open(&args.database).await?;
             let clock = Clock::system();
-            signing_keys::ensure_active(&store, clock.now_ms()).await?;
+            signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms()).await?;
             let delay = args.activate_in.unwrap_or_default();
-            let kid = signing_keys::rotate(&store, clock.now_ms(), delay).await?;
+            let kid = signing_keys::rotate(&store, kek.as_ref(), clock.now_ms(), delay).await?;
             match args.activate_in {
                 None => println!("new active signing key: {kid}"),
                 Some(delay) => println!(
@@ -51,11 +52,15 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Revoke(args),
         } => {
-            let store = open(&args.database).await?;
+            let (store, kek) = open(&args.database).await?;
+            signing_keys::seal_at_rest(&store, kek.as_ref()).await?;
             signing_keys::revoke(&store, &args.kid, Clock::system().now_ms()).await?;
             println!("revoked signing key {}", args.kid);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys {
+            command: KeysCommand::Rewrap(args),
+        } => rewrap(args).await,
         Command::Apikey {
             command: ApiKeyCommand::Create(args),
         } => create_api_key(args).await,
@@ -63,10 +68,29 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(database: &DatabaseArgs) -> anyhow::Result<Store> {
-    Store::open(&database.settings())
+/// The store, and the key encryption key its secrets are sealed with (checked
+/// before the database is touched).
+async fn open(database: &DatabaseArgs) -> anyhow::Result<(Store, Option<KeyEncryptionKey>)> {
+    let kek = database.key_encryption.load()?;
+    let store = Store::open(&database.settings())
         .await
-        .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))
+        .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))?;
+    Ok((store, kek))
+}
+
+/// `keys rewrap`: every private key from the current key encryption key (or the
+/// clear) to the one in `--new-key-file`.
+async fn rewrap(args: KeysRewrapArgs) -> anyhow::Result<ExitCode> {
+    let new = config::read_key_file(&args.new_key_file)
+        .with_context(|| format!("--new-key-file ({})", args.new_key_file.display()))?;
+    let (store, current) = open(&args.database).await?;
+    let rewrapped = signing_keys::rewrap(&store, current.as_ref(), &new).await?;
+    println!(
+        "{rewrapped} private signing key(s) now encrypted with key {}; restart every replica with it",
+        new.id()
+    );
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {

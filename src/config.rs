@@ -2,13 +2,15 @@
 //! `AUTHD_*` environment variable. Defaults live here and nowhere else; a value that
 //! does not parse stops the program with one line naming the setting.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     domain::{
-        hot::HotSettings, passwords::HashSettings, retention::RetentionSettings, AuthSettings,
+        hot::HotSettings, passwords::HashSettings, retention::RetentionSettings,
+        sealing::KeyEncryptionKey, AuthSettings,
     },
     listen::ConnectionLimits,
     store::DatabaseSettings,
@@ -75,6 +77,20 @@ pub enum KeysCommand {
     /// its tokens within seconds, it leaves the JWK Set and its private half is
     /// erased. The key that signs now cannot be revoked: rotate first.
     Revoke(KeysRevokeArgs),
+    /// Re-encrypt every private signing key under a new key encryption key, in one
+    /// transaction. The current key comes from AUTHD_KEY_ENCRYPTION_KEY(_FILE) (unset:
+    /// the keys are in the clear); afterwards only the new one opens them.
+    Rewrap(KeysRewrapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRewrapArgs {
+    /// The new key encryption key: a file holding 32 random bytes in base64
+    /// (`openssl rand -base64 32`).
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +183,78 @@ pub struct DatabaseArgs {
     /// How long a query waits for a connection before the database counts as down.
     #[arg(long, env = "AUTHD_DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub database_timeout: Duration,
+
+    #[command(flatten)]
+    pub key_encryption: KeyEncryptionArgs,
+}
+
+/// The key that seals private signing keys (and TOTP secrets) in the database.
+/// Every command that opens the database takes it, so that every one that reads
+/// or writes keys honours it.
+#[derive(Clone, Debug, Default, Args)]
+pub struct KeyEncryptionArgs {
+    /// 32 random bytes in base64 (`openssl rand -base64 32`). Private signing keys
+    /// are stored encrypted with it; keys in the clear are encrypted at start.
+    /// Prefer the variable or the file to the flag, which others can see in `ps`.
+    #[arg(
+        long,
+        env = "AUTHD_KEY_ENCRYPTION_KEY",
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    pub key_encryption_key: Option<SecretSetting>,
+
+    /// A file holding the key encryption key (the same text; a trailing newline is
+    /// fine).
+    #[arg(long, env = "AUTHD_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+}
+
+impl KeyEncryptionArgs {
+    /// The key, if one is set. A bad one is an error of one line naming its
+    /// setting, never showing the value.
+    pub fn load(&self) -> anyhow::Result<Option<KeyEncryptionKey>> {
+        match (&self.key_encryption_key, &self.key_encryption_key_file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(anyhow::anyhow!(
+                "AUTHD_KEY_ENCRYPTION_KEY and AUTHD_KEY_ENCRYPTION_KEY_FILE are both set; set one"
+            )),
+            (Some(text), None) => KeyEncryptionKey::from_base64(text.expose())
+                .map(Some)
+                .context("AUTHD_KEY_ENCRYPTION_KEY"),
+            (None, Some(path)) => read_key_file(path)
+                .map(Some)
+                .with_context(|| format!("AUTHD_KEY_ENCRYPTION_KEY_FILE ({})", path.display())),
+        }
+    }
+}
+
+/// A key encryption key from a file of its base64 text.
+pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<KeyEncryptionKey> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).context("cannot read")?);
+    Ok(KeyEncryptionKey::from_base64(&text)?)
+}
+
+/// A setting whose value must not reach a log line or an error: `Debug` redacts it.
+#[derive(Clone)]
+pub struct SecretSetting(zeroize::Zeroizing<String>);
+
+impl SecretSetting {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretSetting {
+    fn from(value: String) -> Self {
+        SecretSetting(zeroize::Zeroizing::new(value))
+    }
+}
+
+impl fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl DatabaseArgs {
@@ -327,8 +415,10 @@ impl ServeConfig {
         }
     }
 
-    pub fn hot_settings(&self) -> HotSettings {
+    /// The hot path's settings, with the key encryption key already loaded.
+    pub fn hot_settings(&self, key_encryption: Option<KeyEncryptionKey>) -> HotSettings {
         HotSettings {
+            key_encryption,
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             access_ttl: self.access_token_ttl,

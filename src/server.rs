@@ -191,11 +191,12 @@ fn grpc_connections(max_concurrent_streams: u32) -> auto::Builder<TokioExecutor>
 /// Connects and migrates (the store), loads the memory views (the hot path), and
 /// builds the slow path around them (the domain).
 pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain> {
+    let kek = config.database.key_encryption.load()?;
     let store = Store::open(&config.database.settings())
         .await
         .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))?;
-    signing_keys::ensure_active(&store, clock.now_ms()).await?;
-    let hot = HotPath::load(store.clone(), clock.clone(), config.hot_settings())
+    signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms()).await?;
+    let hot = HotPath::load(store.clone(), clock.clone(), config.hot_settings(kek))
         .await
         .context("loading the memory views")?;
     let hasher = PasswordHasher::new(&config.hashing.settings())?;

@@ -23,6 +23,7 @@ pub mod model;
 pub mod paging;
 pub mod passwords;
 pub mod retention;
+pub mod sealing;
 pub mod secrets;
 pub mod sessions;
 pub mod signing_keys;

@@ -2,6 +2,10 @@
 //! SQLite (WAL, busy timeout, one writer) and PostgreSQL, and running migrations
 //! once across replicas. Unreachable databases are named with their real cause.
 //! Statements are not logged: see [`quiet`].
+//!
+//! A new SQLite database is created readable and writable by its owner only,
+//! whatever the umask: SQLite gives its `-wal` and `-shm` files the database file's
+//! mode. PostgreSQL's TLS settings (`sslmode`, `sslrootcert`, ...) come in the URL.
 
 use std::{str::FromStr, time::Duration};
 
@@ -73,6 +77,32 @@ fn parse(url: &str) -> Result<Options, BadDatabaseUrl> {
     }
 }
 
+/// Whether a SQLite URL asks for the file to be made when missing (`mode=rwc`),
+/// rather than naming an in-memory or an existing database.
+fn creates_missing_file(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    query.split('&').any(|pair| pair == "mode=rwc")
+}
+
+/// Creates an empty database file, mode 0600, unless it exists: SQLite then opens
+/// it as a new database instead of creating one with the umask's mode.
+fn create_owner_only(path: &std::path::Path) -> Result<(), OpenError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(OpenError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Why the store could not be opened; the message is meant for one line of output.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -80,6 +110,11 @@ pub enum OpenError {
     BadUrl(#[from] BadDatabaseUrl),
     #[error("cannot connect: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot migrate: {0}")]
     Migrate(#[source] StoreError),
 }
@@ -159,6 +194,9 @@ impl Store {
     async fn open_once(settings: &DatabaseSettings) -> Result<Store, OpenError> {
         let store = match parse(&settings.url)? {
             Options::Sqlite(options) => {
+                if creates_missing_file(&settings.url) {
+                    create_owner_only(options.get_filename())?;
+                }
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(settings.connect_timeout)

@@ -1,11 +1,13 @@
 //! Signing keys. Every replica reads the same rows, so all sign and verify alike.
 
 use sea_orm::{
-    sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    sea_query::Expr, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 
 use super::{
     changes::{self, ChangeKind},
+    connect::Backend,
     entities::signing_key,
     locks::{self, AdvisoryLock},
     Store, StoreError,
@@ -92,6 +94,56 @@ impl Store {
         Ok(erased)
     }
 
+    /// Rewrites the private halves still held (erased ones stay empty): `rewrite`
+    /// sees each kid and stored value and answers its new value, or `None` to leave
+    /// it. All changes are written in one transaction, or none when `rewrite`
+    /// refuses a row (its error is answered inside `Ok`). Sealing at rest and
+    /// `keys rewrap` use it; the key material does not change, so the change feed
+    /// is not told.
+    pub async fn rewrite_private_keys<E>(
+        &self,
+        mut rewrite: impl FnMut(&str, &str) -> Result<Option<String>, E>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        // The common case, nothing to change, needs no write lock: look first.
+        let held = held_private_keys(&self.reader).await?;
+        let mut changes = false;
+        for (kid, stored) in &held {
+            match rewrite(kid, stored) {
+                Err(err) => return Ok(Err(err)),
+                Ok(new) => changes |= new.is_some(),
+            }
+        }
+        if !changes {
+            return Ok(Ok(0));
+        }
+        let txn = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Holds off rotations and erasures (not readers) until commit, so that
+            // no key is added or changed between reading and rewriting.
+            txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+                .await?;
+        }
+        let mut rewritten = 0;
+        for (kid, stored) in held_private_keys(&txn).await? {
+            let new = match rewrite(&kid, &stored) {
+                Err(err) => {
+                    txn.rollback().await?;
+                    return Ok(Err(err));
+                }
+                Ok(None) => continue,
+                Ok(Some(new)) => new,
+            };
+            signing_key::Entity::update_many()
+                .col_expr(signing_key::Column::PrivateKey, Expr::value(new))
+                .filter(signing_key::Column::Kid.eq(kid))
+                .exec(&txn)
+                .await?;
+            rewritten += 1;
+        }
+        txn.commit().await?;
+        Ok(Ok(rewritten))
+    }
+
     /// Withdraws a key that no longer signs (see [`KeyRevocation`]).
     pub async fn revoke_key(&self, kid: &str, now_ms: i64) -> Result<KeyRevocation, StoreError> {
         let txn = self.begin_write().await?;
@@ -127,6 +179,19 @@ pub enum KeyRevocation {
     Unknown,
     /// It signs now or will: refused.
     StillSigns,
+}
+
+/// Kid and private half of every key whose private half is not erased.
+async fn held_private_keys(db: &impl ConnectionTrait) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(signing_key::Entity::find()
+        .select_only()
+        .column(signing_key::Column::Kid)
+        .column(signing_key::Column::PrivateKey)
+        .filter(signing_key::Column::PrivateKey.ne(""))
+        .order_by_asc(signing_key::Column::Kid)
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 async fn erase_private_halves(

@@ -32,5 +32,6 @@ mod python_client;
 mod reflection;
 mod revocation;
 mod secret_logs;
+mod secrets_at_rest;
 mod sessions;
 mod tokens;

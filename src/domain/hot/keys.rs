@@ -6,15 +6,19 @@
 //! published at once and takes over then, on every replica by its own clock.
 //! Retired keys keep verifying, and stay in the JWKS, until every token they signed
 //! has expired (retired_at + access TTL).
+//!
+//! Private halves may be sealed at rest: the ring opens them with the key
+//! encryption key it was given. One that does not open (a replica still on the old
+//! key after `keys rewrap`) is logged; the copy in memory, if any, goes on signing.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use crate::store::{entities::signing_key, Store, StoreError};
-use arc_swap::ArcSwap;
-use base64::{
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-    Engine,
+use crate::{
+    domain::{sealing::KeyEncryptionKey, signing_keys::open_private_key},
+    store::{entities::signing_key, Store, StoreError},
 };
+use arc_swap::ArcSwap;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
 pub const ALGORITHM: &str = "EdDSA";
@@ -52,10 +56,18 @@ pub(super) struct KeyRing {
     access_ttl: Duration,
     /// Serialises reloads so that a burst of unknown `kid`s costs one query.
     reload: tokio::sync::Mutex<std::time::Instant>,
+    /// Opens private halves sealed at rest.
+    kek: Option<KeyEncryptionKey>,
 }
 
 impl KeyRing {
+    /// A ring for private halves kept in the clear.
     pub fn new(access_ttl: Duration) -> Self {
+        Self::with_key_encryption(access_ttl, None)
+    }
+
+    /// A ring that opens private halves sealed under `kek`.
+    pub fn with_key_encryption(access_ttl: Duration, kek: Option<KeyEncryptionKey>) -> Self {
         KeyRing {
             current: ArcSwap::from_pointee(KeySet {
                 signers: Vec::new(),
@@ -64,6 +76,7 @@ impl KeyRing {
             }),
             access_ttl,
             reload: tokio::sync::Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
+            kek,
         }
     }
 
@@ -82,6 +95,7 @@ impl KeyRing {
     /// Swaps in the keys of `rows`: all of them verify; those with a signing
     /// window sign in it.
     pub fn install(&self, rows: &[signing_key::Model]) {
+        let previous = self.current.load();
         let mut verifying = HashMap::new();
         let mut signers = Vec::new();
         let mut public = Vec::new();
@@ -96,17 +110,25 @@ impl KeyRing {
             if until_ms.is_some_and(|until| until <= from_ms) || row.private_key.is_empty() {
                 continue; // replaced before it ever signed, or its private half is erased
             }
-            match STANDARD.decode(&row.private_key) {
-                Ok(der) => signers.push(SigningKey {
-                    kid: row.kid.clone(),
-                    encoding: EncodingKey::from_ed_der(&der),
-                    from_ms,
-                    until_ms,
-                }),
-                Err(_) => {
-                    tracing::error!(kid = %row.kid, "signing key has a malformed private key; skipped")
-                }
-            }
+            let encoding = match open_private_key(self.kek.as_ref(), &row.kid, &row.private_key) {
+                Ok(der) => EncodingKey::from_ed_der(&der),
+                Err(err) => match previous.signers.iter().find(|k| k.kid == row.kid) {
+                    Some(known) => {
+                        tracing::error!(kid = %row.kid, error = %err, "cannot open a signing key again; signing on with the copy in memory");
+                        known.encoding.clone()
+                    }
+                    None => {
+                        tracing::error!(kid = %row.kid, error = %err, "cannot open a signing key; it verifies but does not sign here");
+                        continue;
+                    }
+                },
+            };
+            signers.push(SigningKey {
+                kid: row.kid.clone(),
+                encoding,
+                from_ms,
+                until_ms,
+            });
         }
         signers.sort_by_key(|k| k.from_ms);
         self.current.store(Arc::new(KeySet {
@@ -146,6 +168,8 @@ fn jwks(keys: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
 
     fn key(
@@ -175,6 +199,45 @@ mod tests {
         // Both verify and are published throughout.
         assert_eq!(ring.current().verifying.len(), 2);
         assert!(ring.current().jwks_json.contains(&new.kid));
+    }
+
+    #[test]
+    fn sealed_private_keys_sign_with_the_right_kek_only() {
+        let kek = KeyEncryptionKey::generate();
+        let mut sealed = key(0, None, None);
+        sealed.private_key = crate::domain::signing_keys::seal_private_key(
+            Some(&kek),
+            &sealed.kid,
+            &STANDARD.decode(&sealed.private_key).expect("base64"),
+        );
+        let ring = KeyRing::with_key_encryption(Duration::from_secs(900), Some(kek));
+        ring.install(std::slice::from_ref(&sealed));
+        assert_eq!(signer_at(&ring, 10), Some(sealed.kid.clone()));
+
+        let elsewhere = KeyRing::with_key_encryption(
+            Duration::from_secs(900),
+            Some(KeyEncryptionKey::generate()),
+        );
+        elsewhere.install(std::slice::from_ref(&sealed));
+        assert_eq!(signer_at(&elsewhere, 10), None);
+        assert!(elsewhere.current().verifying.contains_key(&sealed.kid));
+    }
+
+    #[test]
+    fn a_key_that_no_longer_opens_signs_on_from_memory() {
+        let (kek, other) = (KeyEncryptionKey::generate(), KeyEncryptionKey::generate());
+        let mut row = key(0, None, None);
+        let pkcs8 = STANDARD.decode(&row.private_key).expect("base64");
+        let seal = |kek: &KeyEncryptionKey, kid: &str| {
+            crate::domain::signing_keys::seal_private_key(Some(kek), kid, &pkcs8)
+        };
+        row.private_key = seal(&kek, &row.kid);
+        let ring = KeyRing::with_key_encryption(Duration::from_secs(900), Some(kek));
+        ring.install(std::slice::from_ref(&row));
+        // Rewrapped under a key this replica does not have yet.
+        row.private_key = seal(&other, &row.kid);
+        ring.install(std::slice::from_ref(&row));
+        assert_eq!(signer_at(&ring, 10), Some(row.kid));
     }
 
     #[test]

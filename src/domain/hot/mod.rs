@@ -41,6 +41,7 @@ use self::{
 };
 use super::{
     error::{DomainError, DomainResult},
+    sealing::KeyEncryptionKey,
     secrets::digest,
 };
 use crate::{
@@ -58,6 +59,8 @@ pub struct HotSettings {
     /// How long memory may answer without a successful sync with the database.
     pub max_staleness: Duration,
     pub token_cache_capacity: u64,
+    /// Opens the private signing keys sealed at rest (`AUTHD_KEY_ENCRYPTION_KEY`).
+    pub key_encryption: Option<KeyEncryptionKey>,
 }
 
 /// The state of the memory, for the gauges.
@@ -94,7 +97,10 @@ impl HotPath {
         settings: HotSettings,
     ) -> Result<HotPath, StoreError> {
         let views = Arc::new(Views::default());
-        let keys = Arc::new(KeyRing::new(settings.access_ttl));
+        let keys = Arc::new(KeyRing::with_key_encryption(
+            settings.access_ttl,
+            settings.key_encryption,
+        ));
         let feed = ChangeFeed::new(store.clone(), clock.clone(), views.clone(), keys.clone());
         feed.load().await?;
         let tokens = AccessTokens::new(

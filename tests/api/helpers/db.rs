@@ -72,11 +72,23 @@ impl TestDb {
     /// Runs the `authd` binary (its command line, as an operator would) against
     /// this database, with `stdin` as its input.
     pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        self.cli_with_env(args, stdin, &[]).await
+    }
+
+    /// [`TestDb::cli`] with `env` set too (after `AUTHD_DATABASE_URL`, which it
+    /// may replace).
+    pub async fn cli_with_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
         use tokio::io::AsyncWriteExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"))
             .args(args)
             .env("AUTHD_DATABASE_URL", &self.url)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
