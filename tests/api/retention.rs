@@ -5,92 +5,21 @@
 //! clock and run prune rounds directly on a `Store`, checking the tables and then
 //! what a restarted server answers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use authd::{
     clock::Clock,
     config::ServeConfig,
     domain::retention::{Pruner, Round, RoundReport},
-    grpc::pb::{self, auth_service_client::AuthServiceClient},
+    grpc::pb,
     store::{AuditEvent, Store},
 };
-use common::{
-    config_for, eventually, login, register, token_claims, validate, Backend, ServerProcess,
-    TestDb, TestServer,
-};
-use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::sync::CancellationToken;
-use tonic::{transport::Channel, Code};
+use tonic::Code;
 
-/// The server in this process on a manual clock.
-struct ClockedServer {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl ClockedServer {
-    async fn start(config: ServeConfig, clock: Clock) -> ClockedServer {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = grpc.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(authd::server::run_with_clock(
-            config,
-            clock,
-            grpc,
-            http,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let server = ClockedServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        };
-        for _ in 0..200 {
-            if let Ok(channel) = server.channel().await {
-                let mut client = AuthServiceClient::new(channel);
-                if client.get_jwks(pb::GetJwksRequest {}).await.is_ok() {
-                    return server;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server on a manual clock did not start");
-    }
-
-    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-    }
-
-    async fn auth(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.channel().await.expect("connect"))
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server result");
-        }
-    }
-}
-
-impl Drop for ClockedServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use crate::helpers::{
+    code, config_for, eventually, free_port, token_claims, Backend, TestApp, TestDb,
+};
 
 /// A pruner of its own on the test database, on `clock`.
 async fn pruner(config: &ServeConfig, clock: &Clock) -> Pruner {
@@ -119,34 +48,19 @@ async fn prune(pruner: &mut Pruner) -> RoundReport {
     }
 }
 
-async fn count(db: &TestDb, table: &str, filter: &str) -> i64 {
-    let mut conn = db.sql().await;
-    let filter = if filter.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {filter}")
-    };
-    sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}{filter}"))
-        .fetch_one(&mut conn)
+/// `SELECT COUNT(*) FROM table WHERE filter`.
+async fn count_where(db: &TestDb, table: &str, filter: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table} WHERE {filter}"))
+        .fetch_one(&mut db.sql().await)
         .await
         .expect("count rows")
 }
 
 async fn execute(db: &TestDb, sql: &str) {
-    let mut conn = db.sql().await;
-    sqlx::query(sql).execute(&mut conn).await.expect(sql);
-}
-
-async fn refresh(
-    client: &mut AuthServiceClient<Channel>,
-    refresh_token: &str,
-) -> Result<pb::TokenPair, tonic::Status> {
-    client
-        .refresh(pb::RefreshRequest {
-            refresh_token: refresh_token.into(),
-        })
+    sqlx::query(sql)
+        .execute(&mut db.sql().await)
         .await
-        .map(|r| r.into_inner().tokens.expect("tokens"))
+        .expect(sql);
 }
 
 fn session_of(tokens: &pb::TokenPair) -> String {
@@ -157,15 +71,24 @@ fn session_of(tokens: &pb::TokenPair) -> String {
 }
 
 async fn end_reason(db: &TestDb, session: &str) -> Option<String> {
-    let mut conn = db.sql().await;
     sqlx::query_scalar::<_, Option<String>>(&format!(
         "SELECT end_reason FROM sessions WHERE id = '{session}'"
     ))
-    .fetch_one(&mut conn)
+    .fetch_one(&mut db.sql().await)
     .await
     .expect("session row")
 }
 
+/// Presenting the spent refresh token `spent` (`what`) again is refused and ends
+/// `session` as reuse.
+async fn reuse_ends_the_session(app: &TestApp, spent: &str, what: &str, session: &str) {
+    let status = app.refresh(spent).await.expect_err(what);
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        end_reason(&app.db, session).await.as_deref(),
+        Some("refresh_reuse")
+    );
+}
 fn minutes(n: u64) -> Duration {
     Duration::from_secs(60 * n)
 }
@@ -174,148 +97,121 @@ fn minutes(n: u64) -> Duration {
 /// may be unexpired, so a restarted server still refuses them; once they have all
 /// expired (plus the margin) it goes. The live session and its refresh tokens stay
 /// throughout, and the spent one is still recognised as reuse after pruning.
-async fn an_ended_session_stays_while_its_tokens_may_be_valid(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = config_for(&db);
-    config.access_token_ttl = minutes(10);
-    config.refresh_token_ttl = minutes(60);
-    config.prune_interval = minutes(60);
-    let clock = Clock::manual();
-    let server = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    let ended = login(&mut client, "alice").await;
-    let live = login(&mut client, "alice").await;
-    let refreshed = refresh(&mut client, &live.refresh_token)
-        .await
-        .expect("refresh");
-    client
-        .logout(pb::LogoutRequest {
-            refresh_token: ended.refresh_token.clone(),
-        })
-        .await
-        .expect("logout");
-    server.stop().await;
+async fn an_ended_session_stays_while_its_tokens_may_be_valid(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.access_token_ttl = minutes(10);
+        c.refresh_token_ttl = minutes(60);
+        c.prune_interval = minutes(60);
+    })
+    .await;
+    app.register("alice").await;
+    let ended = app.login("alice").await;
+    let live = app.login("alice").await;
+    let refreshed = app.refresh(&live.refresh_token).await.expect("refresh");
+    app.logout(&ended.refresh_token).await.expect("logout");
+    app.stop().await;
     let (ended_sid, live_sid) = (session_of(&ended), session_of(&live));
 
-    let mut pruner = pruner(&config, &clock).await;
-    clock.advance(minutes(1));
+    let mut pruner = pruner(app.config(), &app.clock).await;
+    app.clock.advance(minutes(1));
     let report = prune(&mut pruner).await;
     assert_eq!(report.rows.total(), 0, "{report:?}");
-    assert_eq!(count(&db, "sessions", "").await, 2);
-    assert_eq!(count(&db, "refresh_tokens", "").await, 3);
-    let restarted = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = restarted.auth().await;
-    let status = validate(&mut client, &ended.access_token)
+    assert_eq!(app.db.count("sessions").await, 2);
+    assert_eq!(app.db.count("refresh_tokens").await, 3);
+    app.restart().await;
+    let status = app
+        .validate(&ended.access_token)
         .await
         .expect_err("the logged-out session's token");
     assert_eq!(status.code(), Code::Unauthenticated);
-    validate(&mut client, &refreshed.access_token)
+    app.validate(&refreshed.access_token)
         .await
         .expect("the live session's token");
-    restarted.stop().await;
+    app.stop().await;
 
     // The ended session's last token expired at logout + 10 min.
-    clock.advance(minutes(9) + Duration::from_secs(11));
+    app.clock.advance(minutes(9) + Duration::from_secs(11));
     let report = prune(&mut pruner).await;
     assert_eq!((report.rows.sessions, report.rows.refresh_tokens), (1, 1));
     assert_eq!(
-        count(&db, "sessions", &format!("id = '{ended_sid}'")).await,
+        count_where(&app.db, "sessions", &format!("id = '{ended_sid}'")).await,
         0
     );
     assert_eq!(
-        count(&db, "refresh_tokens", &format!("session_id = '{live_sid}'")).await,
+        count_where(
+            &app.db,
+            "refresh_tokens",
+            &format!("session_id = '{live_sid}'")
+        )
+        .await,
         2,
         "the live session's spent and current refresh tokens stay"
     );
     pruner.release().await.expect("release the lease");
 
-    let restarted = ClockedServer::start(config, clock.clone()).await;
-    let mut client = restarted.auth().await;
-    let next = refresh(&mut client, &refreshed.refresh_token)
+    app.restart().await;
+    let next = app
+        .refresh(&refreshed.refresh_token)
         .await
         .expect("the live session's current refresh token");
-    let status = refresh(&mut client, &live.refresh_token)
-        .await
-        .expect_err("a spent refresh token presented again");
-    assert_eq!(status.code(), Code::Unauthenticated);
+    reuse_ends_the_session(
+        &app,
+        &live.refresh_token,
+        "a spent refresh token presented again",
+        &live_sid,
+    )
+    .await;
     assert_eq!(
-        end_reason(&db, &live_sid).await.as_deref(),
-        Some("refresh_reuse")
+        code(app.validate(&next.access_token).await),
+        Code::Unauthenticated,
+        "the session ended on reuse"
     );
-    assert_eq!(
-        validate(&mut client, &next.access_token)
-            .await
-            .expect_err("the session ended on reuse")
-            .code(),
-        Code::Unauthenticated
-    );
-    restarted.stop().await;
+    app.stop().await;
 }
 
 /// A spent refresh token stays while it could have been honoured (so presenting it
 /// again ends the session); once it was spent longer ago than a refresh token lives
 /// and has expired, it goes, even from a live session, which carries on.
-async fn spent_refresh_tokens_go_once_they_could_not_be_honoured_anyway(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = config_for(&db);
-    config.access_token_ttl = minutes(5);
-    config.refresh_token_ttl = minutes(10);
-    config.prune_interval = minutes(60);
-    let clock = Clock::manual();
-    let server = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = server.auth().await;
-    register(&mut client, "bob").await;
-    let (first, second) = (
-        login(&mut client, "bob").await,
-        login(&mut client, "bob").await,
-    );
-    refresh(&mut client, &first.refresh_token)
-        .await
-        .expect("refresh");
-    let second_next = refresh(&mut client, &second.refresh_token)
-        .await
-        .expect("refresh");
-    server.stop().await;
+async fn spent_refresh_tokens_go_once_they_could_not_be_honoured_anyway(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.access_token_ttl = minutes(5);
+        c.refresh_token_ttl = minutes(10);
+        c.prune_interval = minutes(60);
+    })
+    .await;
+    app.register("bob").await;
+    let (first, second) = (app.login("bob").await, app.login("bob").await);
+    app.refresh(&first.refresh_token).await.expect("refresh");
+    let second_next = app.refresh(&second.refresh_token).await.expect("refresh");
+    app.stop().await;
     let (first_sid, second_sid) = (session_of(&first), session_of(&second));
 
-    let mut pruner = pruner(&config, &clock).await;
-    clock.advance(minutes(5));
+    let mut pruner = pruner(app.config(), &app.clock).await;
+    app.clock.advance(minutes(5));
     assert_eq!(prune(&mut pruner).await.rows.total(), 0);
-    assert_eq!(count(&db, "refresh_tokens", "").await, 4);
+    assert_eq!(app.db.count("refresh_tokens").await, 4);
     pruner.release().await.expect("release the lease");
-    let restarted = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = restarted.auth().await;
-    let status = refresh(&mut client, &first.refresh_token)
-        .await
-        .expect_err("reuse");
-    assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(
-        end_reason(&db, &first_sid).await.as_deref(),
-        Some("refresh_reuse")
-    );
-    let second_last = refresh(&mut client, &second_next.refresh_token)
+    app.restart().await;
+    reuse_ends_the_session(&app, &first.refresh_token, "reuse", &first_sid).await;
+    let second_last = app
+        .refresh(&second_next.refresh_token)
         .await
         .expect("refresh the second session");
-    restarted.stop().await;
+    app.stop().await;
 
     // 10 min 11 s after the first refreshes: the tokens spent then could no longer
     // be honoured, and the session that ended on reuse has no valid token left.
-    clock.advance(minutes(5) + Duration::from_secs(11));
+    app.clock.advance(minutes(5) + Duration::from_secs(11));
     let report = prune(&mut pruner).await;
     assert_eq!(report.rows.sessions, 1, "{report:?}");
-    assert_eq!(count(&db, "sessions", "").await, 1);
+    assert_eq!(app.db.count("sessions").await, 1);
     assert_eq!(
-        count(&db, "sessions", &format!("id = '{first_sid}'")).await,
+        count_where(&app.db, "sessions", &format!("id = '{first_sid}'")).await,
         0
     );
     assert_eq!(
-        count(
-            &db,
+        count_where(
+            &app.db,
             "refresh_tokens",
             &format!("session_id = '{second_sid}'")
         )
@@ -323,60 +219,48 @@ async fn spent_refresh_tokens_go_once_they_could_not_be_honoured_anyway(backend:
         2,
         "the token spent 5 min ago and the current one stay"
     );
-    assert_eq!(count(&db, "refresh_tokens", "").await, 2);
+    assert_eq!(app.db.count("refresh_tokens").await, 2);
     pruner.release().await.expect("release the lease");
 
-    let restarted = ClockedServer::start(config, clock.clone()).await;
-    let mut client = restarted.auth().await;
-    let status = refresh(&mut client, &second.refresh_token)
+    app.restart().await;
+    let status = app
+        .refresh(&second.refresh_token)
         .await
         .expect_err("a pruned refresh token");
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(end_reason(&db, &second_sid).await, None, "still live");
-    let status = refresh(&mut client, &second_next.refresh_token)
-        .await
-        .expect_err("a spent refresh token kept for reuse detection");
-    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(end_reason(&app.db, &second_sid).await, None, "still live");
+    reuse_ends_the_session(
+        &app,
+        &second_next.refresh_token,
+        "a spent refresh token kept for reuse detection",
+        &second_sid,
+    )
+    .await;
     assert_eq!(
-        end_reason(&db, &second_sid).await.as_deref(),
-        Some("refresh_reuse")
+        code(app.refresh(&second_last.refresh_token).await),
+        Code::Unauthenticated,
+        "the current refresh token of a session ended on reuse"
     );
-    assert_eq!(
-        refresh(&mut client, &second_last.refresh_token)
-            .await
-            .expect_err("the current refresh token of a session ended on reuse")
-            .code(),
-        Code::Unauthenticated
-    );
-    restarted.stop().await;
+    app.stop().await;
 }
 
 /// Past its absolute end (plus the margin) a session goes with its refresh tokens,
 /// ended or not; an ended session with no recorded token bound (ended before the
 /// bound existed) is kept until then too.
-async fn sessions_past_their_absolute_end_go_whether_ended_or_not(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = config_for(&db);
-    config.access_token_ttl = minutes(5);
-    config.session_max_ttl = minutes(20);
-    config.prune_interval = minutes(60);
-    let clock = Clock::manual();
-    let server = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = server.auth().await;
-    register(&mut client, "carol").await;
-    let never_ended = login(&mut client, "carol").await;
-    let ended = login(&mut client, "carol").await;
-    client
-        .logout(pb::LogoutRequest {
-            refresh_token: ended.refresh_token.clone(),
-        })
-        .await
-        .expect("logout");
-    server.stop().await;
+async fn sessions_past_their_absolute_end_go_whether_ended_or_not(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.access_token_ttl = minutes(5);
+        c.session_max_ttl = minutes(20);
+        c.prune_interval = minutes(60);
+    })
+    .await;
+    app.register("carol").await;
+    let never_ended = app.login("carol").await;
+    let ended = app.login("carol").await;
+    app.logout(&ended.refresh_token).await.expect("logout");
+    app.stop().await;
     execute(
-        &db,
+        &app.db,
         &format!(
             "UPDATE sessions SET tokens_expire_by = NULL WHERE id = '{}'",
             session_of(&ended)
@@ -384,33 +268,30 @@ async fn sessions_past_their_absolute_end_go_whether_ended_or_not(backend: Backe
     )
     .await;
 
-    let mut pruner = pruner(&config, &clock).await;
-    clock.advance(minutes(19));
+    let mut pruner = pruner(app.config(), &app.clock).await;
+    app.clock.advance(minutes(19));
     let report = prune(&mut pruner).await;
     assert_eq!(
         (report.rows.sessions, report.rows.refresh_tokens),
         (0, 0),
         "{report:?}"
     );
-    assert_eq!(count(&db, "sessions", "").await, 2);
-    clock.advance(minutes(1) + Duration::from_secs(11));
+    assert_eq!(app.db.count("sessions").await, 2);
+    app.clock.advance(minutes(1) + Duration::from_secs(11));
     let report = prune(&mut pruner).await;
     assert_eq!(
         (report.rows.sessions, report.rows.refresh_tokens),
         (2, 2),
         "{report:?}"
     );
-    assert_eq!(count(&db, "refresh_tokens", "").await, 0);
+    assert_eq!(app.db.count("refresh_tokens").await, 0);
     drop(never_ended);
 }
 
 /// Login-failure rows go once their last failure is older than the lockout and no
 /// lock is in force; change rows after the access-token lifetime plus 10 min; audit
 /// rows after `AUTHD_AUDIT_RETENTION`. Younger rows stay.
-async fn stale_failures_old_changes_and_old_audit_rows_go(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+async fn stale_failures_old_changes_and_old_audit_rows_go(db: TestDb) {
     let mut config = config_for(&db);
     config.login_lockout = minutes(5);
     config.access_token_ttl = minutes(15);
@@ -477,30 +358,30 @@ async fn stale_failures_old_changes_and_old_audit_rows_go(backend: Backend) {
         "{report:?}"
     );
     for (name, _, _, kept) in failures {
-        let left = count(&db, "login_failures", &format!("username_lc = '{name}'")).await;
+        let left = count_where(&db, "login_failures", &format!("username_lc = '{name}'")).await;
         assert_eq!(left == 1, kept, "{name}");
     }
-    assert_eq!(count(&db, "changes", "subject = 'young'").await, 1);
-    assert_eq!(count(&db, "changes", "").await, 1);
-    assert_eq!(count(&db, "audit_events", "detail = 'young'").await, 1);
-    assert_eq!(count(&db, "audit_events", "").await, 1);
+    assert_eq!(count_where(&db, "changes", "subject = 'young'").await, 1);
+    assert_eq!(db.count("changes").await, 1);
+    assert_eq!(
+        count_where(&db, "audit_events", "detail = 'young'").await,
+        1
+    );
+    assert_eq!(db.count("audit_events").await, 1);
 }
 
 /// 20,000 throttling rows for random usernames (what 20,000 guesses at names leave
 /// behind) are deleted by one round, 500 at a time; recent ones stay. Writes made
 /// meanwhile through the same store (on SQLite: the same one writer connection)
 /// wait at most for one batch, never for the round.
-async fn twenty_thousand_stale_login_failures_go_in_batches(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
+async fn twenty_thousand_stale_login_failures_go_in_batches(db: TestDb) {
     let config = config_for(&db);
     let clock = Clock::manual();
     let (store, mut pruner) = store_and_pruner(&config, &clock).await;
     let stale_at = clock.now_ms() - 60 * 60_000;
     insert_failures(&db, 20_000, stale_at).await;
     insert_failures(&db, 10, clock.now_ms()).await;
-    let before = count(&db, "login_failures", "").await;
+    let before = db.count("login_failures").await;
     assert_eq!(before, 20_010);
 
     let pruning = CancellationToken::new();
@@ -534,16 +415,18 @@ async fn twenty_thousand_stale_login_failures_go_in_batches(backend: Backend) {
     let took = started.elapsed();
     pruning.cancel();
     let (writes, slowest) = writer.await.expect("writer task");
-    let after = count(&db, "login_failures", "").await;
+    let after = db.count("login_failures").await;
     eprintln!(
-        "{backend:?}: login_failures rows before {before}, after {after}; {writes} audit rows \
+        "{:?}: login_failures rows before {before}, after {after}; {writes} audit rows \
          written meanwhile; one round deleted {} in {} batches in {took:?}; slowest write \
          meanwhile {slowest:?}",
-        report.rows.login_failures, report.batches
+        db.backend(),
+        report.rows.login_failures,
+        report.batches
     );
     assert_eq!(report.rows.login_failures, 20_000);
     assert_eq!(after, 10);
-    assert_eq!(count(&db, "audit_events", "").await, i64::from(writes));
+    assert_eq!(db.count("audit_events").await, i64::from(writes));
     assert!(report.batches >= 40, "{report:?}");
     assert!(
         slowest < took / 2,
@@ -554,25 +437,21 @@ async fn twenty_thousand_stale_login_failures_go_in_batches(backend: Backend) {
 /// A session refreshed 20,000 times in a loop left a spent refresh token per
 /// refresh; once spent longer ago than a refresh token lives they go, 500 at a
 /// time, and the session and its current token stay.
-async fn twenty_thousand_spent_refresh_tokens_go_and_the_live_session_stays(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = config_for(&db);
-    config.access_token_ttl = minutes(5);
-    config.refresh_token_ttl = minutes(60);
-    let clock = Clock::manual();
-    let server = ClockedServer::start(config.clone(), clock.clone()).await;
-    let mut client = server.auth().await;
-    register(&mut client, "dave").await;
-    let current = login(&mut client, "dave").await;
-    server.stop().await;
+async fn twenty_thousand_spent_refresh_tokens_go_and_the_live_session_stays(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.access_token_ttl = minutes(5);
+        c.refresh_token_ttl = minutes(60);
+    })
+    .await;
+    app.register("dave").await;
+    let current = app.login("dave").await;
+    app.stop().await;
     let session = session_of(&current);
     // Spent two hours ago, each after a minute of life.
-    let spent_at = clock.now_ms() - 2 * 60 * 60_000;
+    let spent_at = app.clock.now_ms() - 2 * 60 * 60_000;
     {
         use sqlx::Connection;
-        let mut conn = db.sql().await;
+        let mut conn = app.db.sql().await;
         let mut txn = conn.begin().await.expect("begin");
         for chunk in 0..40 {
             let values: Vec<String> = (0..500)
@@ -598,31 +477,33 @@ async fn twenty_thousand_spent_refresh_tokens_go_and_the_live_session_stays(back
         }
         txn.commit().await.expect("commit");
     }
-    let before = count(&db, "refresh_tokens", "").await;
+    let before = app.db.count("refresh_tokens").await;
     assert_eq!(before, 20_001);
 
-    let mut pruner = pruner(&config, &clock).await;
+    let mut pruner = pruner(app.config(), &app.clock).await;
     let started = Instant::now();
     let report = prune(&mut pruner).await;
     let took = started.elapsed();
-    let after = count(&db, "refresh_tokens", "").await;
+    let after = app.db.count("refresh_tokens").await;
     eprintln!(
-        "{backend:?}: refresh_tokens rows before {before}, after {after}; one round deleted \
+        "{:?}: refresh_tokens rows before {before}, after {after}; one round deleted \
          {} in {} batches in {took:?}",
-        report.rows.refresh_tokens, report.batches
+        app.db.backend(),
+        report.rows.refresh_tokens,
+        report.batches
     );
     assert_eq!(report.rows.refresh_tokens, 20_000);
     assert_eq!(after, 1);
     assert_eq!(
-        count(&db, "sessions", &format!("id = '{session}'")).await,
+        count_where(&app.db, "sessions", &format!("id = '{session}'")).await,
         1
     );
     pruner.release().await.expect("release the lease");
-    let restarted = ClockedServer::start(config, clock).await;
-    refresh(&mut restarted.auth().await, &current.refresh_token)
+    app.restart().await;
+    app.refresh(&current.refresh_token)
         .await
         .expect("the current refresh token still works");
-    restarted.stop().await;
+    app.stop().await;
 }
 
 /// `n` rows for random usernames, last failure at `at`, in multi-row inserts.
@@ -667,27 +548,20 @@ async fn metrics_page(http: &str) -> String {
 
 /// Two replicas on one database: the one that started first prunes and the other
 /// skips every round; when the first stops, the second takes over at once.
-async fn one_replica_prunes_at_a_time_and_another_takes_over(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = config_for(&db);
-    config.prune_interval = Duration::from_millis(100);
-    let first = TestServer::start_with(config).await;
-    let http = format!("127.0.0.1:{}", common::free_port());
-    let _second = ServerProcess::start(
-        &db,
-        &[
+async fn one_replica_prunes_at_a_time_and_another_takes_over(db: TestDb) {
+    let mut app = TestApp::spawn_with(db, |c| c.prune_interval = Duration::from_millis(100)).await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let _second = app
+        .replica(&[
             ("AUTHD_PRUNE_INTERVAL", "100ms"),
             ("AUTHD_HTTP_LISTEN", &http),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let stale_at = chrono::Utc::now().timestamp_millis() - 60 * 60_000;
-    insert_failures(&db, 300, stale_at).await;
+    insert_failures(&app.db, 300, stale_at).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            count(&db, "login_failures", "").await == 0
+            app.db.count("login_failures").await == 0
         })
         .await
         .is_some(),
@@ -702,10 +576,10 @@ async fn one_replica_prunes_at_a_time_and_another_takes_over(backend: Backend) {
     let page = metrics_page(&http).await;
     assert!(counter(&page, skipped) >= 3.0, "{page}");
     assert_eq!(counter(&page, pruned), 0.0, "{page}");
-    match backend {
+    match app.db.backend() {
         Backend::Postgres => assert_eq!(
-            count(
-                &db,
+            count_where(
+                &app.db,
                 "pg_locks",
                 "locktype = 'advisory' AND granted AND classid = 1635087464 \
                  AND objid = 1677721606 AND database = \
@@ -716,8 +590,8 @@ async fn one_replica_prunes_at_a_time_and_another_takes_over(backend: Backend) {
             "one session holds advisory lock 6"
         ),
         Backend::Sqlite => assert_eq!(
-            count(
-                &db,
+            count_where(
+                &app.db,
                 "leases",
                 &format!("name = 'prune' AND holder LIKE '{}/%'", std::process::id())
             )
@@ -727,11 +601,11 @@ async fn one_replica_prunes_at_a_time_and_another_takes_over(backend: Backend) {
         ),
     }
 
-    first.stop().await;
-    insert_failures(&db, 300, stale_at).await;
+    app.stop().await;
+    insert_failures(&app.db, 300, stale_at).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            count(&db, "login_failures", "").await == 0
+            app.db.count("login_failures").await == 0
         })
         .await
         .is_some(),

@@ -33,6 +33,11 @@ impl AuthClient {
 
     /// Registers `username` with [`PASSWORD`]; panics if refused.
     pub async fn register(&self, username: &str) -> pb::User {
+        self.try_register(username).await.expect("register")
+    }
+
+    /// The same Register, answering the refusal instead of panicking.
+    pub async fn try_register(&self, username: &str) -> Result<pb::User, Status> {
         self.grpc()
             .register(pb::RegisterRequest {
                 username: username.into(),
@@ -41,10 +46,7 @@ impl AuthClient {
                 full_name: String::new(),
             })
             .await
-            .expect("register")
-            .into_inner()
-            .user
-            .expect("user")
+            .map(|r| r.into_inner().user.expect("user"))
     }
 
     /// Logs `username` in with [`PASSWORD`]; panics if refused.

@@ -50,6 +50,14 @@ impl TestDb {
         })
     }
 
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        match self.pg {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        }
+    }
+
     /// A direct connection for checks that look at what was stored.
     pub async fn sql(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;

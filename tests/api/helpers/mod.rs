@@ -44,8 +44,8 @@ use tonic::{transport::Channel, Code, Status};
 
 pub use clients::{AdminClient, AuthClient, Bearer};
 pub use db::TestDb;
-use server::{config_for, connect, TestServer};
-pub use server::{free_port, ServerProcess};
+pub use server::{config_for, free_port, ServerProcess};
+use server::{connect, TestServer};
 
 /// The password of every account the helpers make.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -201,6 +201,12 @@ impl TestApp {
         }
     }
 
+    /// The settings the server runs with (for what a test runs beside it on the
+    /// same database, such as a pruner of its own).
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+
     fn server(&self) -> &TestServer {
         self.server.as_ref().expect("the server is stopped")
     }
@@ -339,6 +345,18 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// What gRPC health answers for `service` (`""` is readiness, `"liveness"`
+/// liveness): 1 SERVING, 2 NOT_SERVING, or -1 when the call fails.
+pub async fn health(channel: Channel, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
 }
 
 /// The claims of a JWT, read without verifying it (tests look at what was issued).
