@@ -201,6 +201,11 @@ impl TestApp {
         }
     }
 
+    /// The settings the server runs with.
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+
     fn server(&self) -> &TestServer {
         self.server.as_ref().expect("the server is stopped")
     }
