@@ -2,40 +2,32 @@
 //! emails and names, invisible and bidirectional characters refused, NUL bytes
 //! refused by name on both databases and never an INTERNAL.
 
-mod common;
-
 use authd::grpc::pb;
-use common::{admin_token, register, Backend, TestDb, TestServer, PASSWORD};
-use tonic::{transport::Channel, Code, Status};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-type Client = pb::auth_service_client::AuthServiceClient<Channel>;
+use crate::helpers::{AuthClient, TestApp, PASSWORD};
 
 async fn register_as(
-    client: &mut Client,
+    client: &AuthClient,
     username: &str,
     email: &str,
     full_name: &str,
 ) -> Result<pb::User, Status> {
-    client
-        .register(pb::RegisterRequest {
-            username: username.into(),
-            email: email.into(),
-            password: PASSWORD.into(),
-            full_name: full_name.into(),
-        })
-        .await
-        .map(|r| r.into_inner().user.expect("user"))
+    let request = pb::RegisterRequest {
+        username: username.into(),
+        email: email.into(),
+        password: PASSWORD.into(),
+        full_name: full_name.into(),
+    };
+    let response = client.grpc().register(request).await?;
+    Ok(response.into_inner().user.expect("user"))
 }
 
-async fn login_as(client: &mut Client, login: &str, password: &str) -> Result<pb::User, Status> {
-    client
-        .login(pb::LoginRequest {
-            username: login.into(),
-            password: password.into(),
-        })
-        .await
-        .map(|r| r.into_inner().user.expect("user"))
+/// The user a login answers with.
+async fn login_as(client: &AuthClient, login: &str, password: &str) -> Result<pb::User, Status> {
+    let response = client.login_with(login, password).await?;
+    Ok(response.user.expect("user"))
 }
 
 /// Asserts INVALID_ARGUMENT naming `field`, in the message and as a BadRequest.
@@ -58,13 +50,8 @@ fn assert_names(result: Result<impl std::fmt::Debug, Status>, field: &str, what:
 const CAFE_NFC: &str = "caf\u{e9}@example.com";
 const CAFE_NFD: &str = "cafe\u{301}@example.com";
 
-async fn a_login_by_the_nfd_spelling_finds_the_nfc_account(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register_as(&mut client, "cafe", CAFE_NFC, "Zoe\u{308} Le\u{301}vy")
+async fn a_login_by_the_nfd_spelling_finds_the_nfc_account(app: TestApp) {
+    let user = register_as(&app, "cafe", CAFE_NFC, "Zoe\u{308} Le\u{301}vy")
         .await
         .expect("register");
     assert_eq!(user.email, CAFE_NFC);
@@ -73,40 +60,33 @@ async fn a_login_by_the_nfd_spelling_finds_the_nfc_account(backend: Backend) {
         "names are stored in NFC"
     );
     for login in [CAFE_NFD, CAFE_NFC, "CAFE\u{301}@EXAMPLE.COM"] {
-        let found = login_as(&mut client, login, PASSWORD)
+        let found = login_as(&app, login, PASSWORD)
             .await
             .unwrap_or_else(|s| panic!("login by {login:?}: {s:?}"));
         assert_eq!(found.id, user.id);
     }
     // Registered in NFD, stored and found in NFC.
-    let other = register_as(&mut client, "noel", "noe\u{308}l@example.com", "")
+    let other = register_as(&app, "noel", "noe\u{308}l@example.com", "")
         .await
         .expect("register NFD");
     assert_eq!(other.email, "no\u{eb}l@example.com");
-    let found = login_as(&mut client, "no\u{eb}l@example.com", PASSWORD)
+    let found = login_as(&app, "no\u{eb}l@example.com", PASSWORD)
         .await
         .expect("login by NFC");
     assert_eq!(found.id, other.id);
 }
 
-async fn nfc_and_nfd_registrations_of_one_email_collide(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register_as(&mut client, "first", CAFE_NFC, "")
-        .await
-        .expect("NFC");
-    let again = register_as(&mut client, "second", CAFE_NFD, "")
+async fn nfc_and_nfd_registrations_of_one_email_collide(app: TestApp) {
+    register_as(&app, "first", CAFE_NFC, "").await.expect("NFC");
+    let again = register_as(&app, "second", CAFE_NFD, "")
         .await
         .expect_err("NFD of a taken address");
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
     // And the other way round, in another case too.
-    register_as(&mut client, "third", "jose\u{301}@example.com", "")
+    register_as(&app, "third", "jose\u{301}@example.com", "")
         .await
         .expect("NFD");
-    let again = register_as(&mut client, "fourth", "JOS\u{c9}@example.com", "")
+    let again = register_as(&app, "fourth", "JOS\u{c9}@example.com", "")
         .await
         .expect_err("NFC of a taken address");
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
@@ -118,23 +98,18 @@ const FORBIDDEN: [char; 13] = [
     '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{FEFF}',
 ];
 
-async fn invisible_and_bidi_characters_are_refused_naming_the_field(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
+async fn invisible_and_bidi_characters_are_refused_naming_the_field(app: TestApp) {
     for (i, c) in FORBIDDEN.into_iter().enumerate() {
         let what = format!("U+{:04X}", c as u32);
         let username = format!("user{i}");
         assert_names(
-            register_as(&mut client, &username, &format!("a{c}b@example.com"), "").await,
+            register_as(&app, &username, &format!("a{c}b@example.com"), "").await,
             "email",
             &format!("{what} in an email"),
         );
         let name = format!("Alice {c}Example");
         let email = format!("{username}@example.com");
-        let registered = register_as(&mut client, &username, &email, &name).await;
+        let registered = register_as(&app, &username, &email, &name).await;
         if i < 3 {
             let user = registered.unwrap_or_else(|s| panic!("{what} is fine in a name: {s:?}"));
             assert_eq!(user.full_name, name);
@@ -144,54 +119,45 @@ async fn invisible_and_bidi_characters_are_refused_naming_the_field(backend: Bac
     }
 }
 
-async fn nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
+async fn nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal(app: TestApp) {
+    app.register("alice").await;
     assert_names(
-        register_as(&mut client, "al\0ce", "alce@example.com", "").await,
+        register_as(&app, "al\0ce", "alce@example.com", "").await,
         "username",
         "NUL in a username",
     );
     assert_names(
-        register_as(&mut client, "alce", "al\0ce@example.com", "").await,
+        register_as(&app, "alce", "al\0ce@example.com", "").await,
         "email",
         "NUL in an email",
     );
     assert_names(
-        register_as(&mut client, "alce", "alce@example.com", "Al\0ce").await,
+        register_as(&app, "alce", "alce@example.com", "Al\0ce").await,
         "full_name",
         "NUL in a full name",
     );
     for login in ["alice\0", "al\0ice@example.com", "\0"] {
         assert_names(
-            login_as(&mut client, login, PASSWORD).await,
+            login_as(&app, login, PASSWORD).await,
             "username",
             "NUL in Login's username",
         );
     }
     // A NUL in a password is just a wrong password, for a known or unknown name.
     for login in ["alice", "alice@example.com", "nobody"] {
-        let status = login_as(&mut client, login, "correct horse\0battery")
+        let status = login_as(&app, login, "correct horse\0battery")
             .await
             .expect_err("NUL in a password");
         assert_eq!(status.code(), Code::Unauthenticated, "{login}: {status:?}");
     }
-    let (_, admin) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&admin.access_token).await;
-    let by_name = admin
-        .get_user(pb::GetUserRequest {
-            username: "alice\0".into(),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner());
-    assert_names(by_name, "username", "NUL in GetUser's username");
+    let admin = app.admin().await;
+    assert_names(
+        admin.get_user("", "alice\0").await,
+        "username",
+        "NUL in GetUser's username",
+    );
     // The server is fine and alice still logs in.
-    login_as(&mut client, "alice", PASSWORD)
+    login_as(&app, "alice", PASSWORD)
         .await
         .expect("alice logs in");
 }

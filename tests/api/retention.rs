@@ -611,6 +611,11 @@ async fn one_replica_prunes_at_a_time_and_another_takes_over(db: TestDb) {
         .is_some(),
         "the second replica took pruning over"
     );
+    // A round is counted when it ends, a moment after its rows are gone.
+    eventually(Duration::from_secs(5), || async {
+        counter(&metrics_page(&http).await, pruned) >= 1.0
+    })
+    .await;
     let page = metrics_page(&http).await;
     assert!(counter(&page, pruned) >= 1.0, "{page}");
     assert!(page.contains("# HELP authd_pruned_rows_total"), "{page}");

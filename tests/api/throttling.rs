@@ -1,37 +1,19 @@
 //! Failed-login throttling under bursts (API.md "Throttling that holds under
 //! bursts"), and Login racing deactivation.
 
-mod common;
-
 use std::{collections::HashMap, time::Duration};
 
-use authd::{clock::Clock, grpc::pb};
-use common::{admin_token, register, validate, Backend, TestDb, TestServer, PASSWORD};
-use tonic::{transport::Channel, Code};
+use tonic::Code;
 use tonic_types::StatusExt;
 
-type Client = pb::auth_service_client::AuthServiceClient<Channel>;
-
-async fn attempt(client: &mut Client, login: &str, password: &str) -> Result<(), tonic::Status> {
-    client
-        .login(pb::LoginRequest {
-            username: login.into(),
-            password: password.into(),
-        })
-        .await
-        .map(|_| ())
-}
-
-async fn code_of(client: &mut Client, login: &str, password: &str) -> Code {
-    match attempt(client, login, password).await {
-        Ok(()) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
+use crate::helpers::{code, AuthClient, TestApp, TestDb, PASSWORD};
 
 /// How long a RESOURCE_EXHAUSTED answer says to wait (its RetryInfo).
-async fn retry_after(client: &mut Client, login: &str) -> Duration {
-    let status = attempt(client, login, PASSWORD).await.expect_err("locked");
+async fn retry_after(client: &AuthClient, login: &str) -> Duration {
+    let status = client
+        .login_with(login, PASSWORD)
+        .await
+        .expect_err("locked");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     status
         .get_details_retry_info()
@@ -39,13 +21,12 @@ async fn retry_after(client: &mut Client, login: &str) -> Duration {
         .expect("RetryInfo with a delay")
 }
 
-/// Rows in `audit_events` for `action`/`outcome` (an empty outcome: any).
+/// Rows in `audit_events` for `action` with one of `outcomes` (none given: any).
 async fn audit_rows(db: &TestDb, action: &str, outcomes: &[&str]) -> i64 {
     use sqlx::Row;
-    let mut conn = db.sql().await;
     let rows = sqlx::query("SELECT outcome FROM audit_events WHERE action = $1")
         .bind(action.to_owned())
-        .fetch_all(&mut conn)
+        .fetch_all(&mut db.sql().await)
         .await
         .expect("audit rows");
     rows.iter()
@@ -54,95 +35,16 @@ async fn audit_rows(db: &TestDb, action: &str, outcomes: &[&str]) -> i64 {
         .count() as i64
 }
 
-async fn all_audit_rows(db: &TestDb) -> i64 {
-    use sqlx::Row;
-    let mut conn = db.sql().await;
-    sqlx::query("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(&mut conn)
-        .await
-        .expect("count")
-        .get::<i64, _>(0)
-}
-
-/// A server on a manual clock, so lockouts end without sleeping.
-async fn start_on_clock(config: authd::config::ServeConfig, clock: Clock) -> (Client, ServerStop) {
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = grpc.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(authd::server::run_with_clock(
-        config,
-        clock,
-        grpc,
-        http,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    for _ in 0..400 {
-        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-            let serving = health
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .is_ok_and(|r| r.into_inner().status == 1);
-            if serving {
-                return (Client::new(channel), ServerStop(Some(stop), Some(task)));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server did not become SERVING");
-}
-
-struct ServerStop(
-    Option<tokio::sync::oneshot::Sender<()>>,
-    Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-);
-
-impl ServerStop {
-    async fn stop(mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.1.take() {
-            task.await.expect("server task").expect("server result");
-        }
-    }
-}
-
-impl Drop for ServerStop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 const BURST: usize = 200;
 /// The right password's place in the burst (#150).
 const RIGHT_AT: usize = 149;
 
-async fn a_burst_of_guesses_checks_at_most_the_limit(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let config = common::config_for(&db);
+async fn a_burst_of_guesses_checks_at_most_the_limit(app: TestApp) {
     let (max_failures, workers) = (
-        config.login_max_failures as usize,
-        config.hashing.hash_workers.expect("test workers"),
+        app.config().login_max_failures as usize,
+        app.config().hashing.hash_workers.expect("test workers"),
     );
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
+    app.register("alice").await;
 
     let mut calls = Vec::with_capacity(BURST);
     for i in 0..BURST {
@@ -150,14 +52,14 @@ async fn a_burst_of_guesses_checks_at_most_the_limit(backend: Backend) {
             // The right password comes after the first guesses have gone out.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut client = client.clone();
+        let client = AuthClient::clone(&app);
         let password = if i == RIGHT_AT {
             PASSWORD
         } else {
             "wrong password"
         };
         calls.push(tokio::spawn(async move {
-            code_of(&mut client, "alice", password).await
+            code(client.login_with("alice", password).await)
         }));
     }
     let mut codes: HashMap<Code, usize> = HashMap::new();
@@ -169,11 +71,12 @@ async fn a_burst_of_guesses_checks_at_most_the_limit(backend: Backend) {
         }
         *codes.entry(code).or_default() += 1;
     }
-    let checked = audit_rows(&db, "login", &["failed", "failed_and_locked"]).await;
+    let checked = audit_rows(&app.db, "login", &["failed", "failed_and_locked"]).await;
     eprintln!(
-        "{backend:?}: {BURST} concurrent attempts, limit {max_failures}, {workers} hash workers: \
+        "{:?}: {BURST} concurrent attempts, limit {max_failures}, {workers} hash workers: \
          answers {codes:?}, wrong passwords checked (login/failed* audit rows) {checked}, \
          the right password at #{} answered {right:?}",
+        app.db.backend(),
         RIGHT_AT + 1
     );
     let unauthenticated = codes.get(&Code::Unauthenticated).copied().unwrap_or(0);
@@ -197,73 +100,57 @@ async fn a_burst_of_guesses_checks_at_most_the_limit(backend: Backend) {
     );
     // Still locked afterwards, whatever the password.
     assert_eq!(
-        code_of(&mut client, "alice", PASSWORD).await,
+        code(app.login_with("alice", PASSWORD).await),
         Code::ResourceExhausted
     );
 }
 
-async fn username_and_email_share_one_counter(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let config = common::config_for(&db);
-    assert_eq!(config.login_max_failures, 10);
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
-    for _ in 0..5 {
-        assert_eq!(
-            code_of(&mut client, "alice", "wrong password").await,
-            Code::Unauthenticated
-        );
-    }
-    for _ in 0..5 {
-        assert_eq!(
-            code_of(&mut client, "Alice@Example.com", "wrong password").await,
-            Code::Unauthenticated
-        );
+async fn username_and_email_share_one_counter(app: TestApp) {
+    assert_eq!(app.config().login_max_failures, 10);
+    app.register("alice").await;
+    for login in ["alice", "Alice@Example.com"] {
+        for _ in 0..5 {
+            assert_eq!(
+                code(app.login_with(login, "wrong password").await),
+                Code::Unauthenticated
+            );
+        }
     }
     for login in ["alice", "ALICE", "alice@example.com"] {
         assert_eq!(
-            code_of(&mut client, login, PASSWORD).await,
+            code(app.login_with(login, PASSWORD).await),
             Code::ResourceExhausted,
             "{login} is locked too"
         );
     }
     // Another account is untouched.
-    register(&mut client, "bob").await;
-    assert_eq!(code_of(&mut client, "bob", PASSWORD).await, Code::Ok);
+    app.register("bob").await;
+    assert_eq!(code(app.login_with("bob", PASSWORD).await), Code::Ok);
 }
 
 const LOCKED_ATTEMPTS: usize = 1000;
 
-async fn attempts_against_a_locked_account_write_no_audit_row_each(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.login_max_failures = 3;
-    let server = TestServer::start_with(config).await;
-    let mut client = server.auth().await;
-    register(&mut client, "alice").await;
+async fn attempts_against_a_locked_account_write_no_audit_row_each(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.login_max_failures = 3).await;
+    app.register("alice").await;
     for _ in 0..3 {
         assert_eq!(
-            code_of(&mut client, "alice", "wrong password").await,
+            code(app.login_with("alice", "wrong password").await),
             Code::Unauthenticated
         );
     }
-    let before = all_audit_rows(&db).await;
+    let before = app.db.count("audit_events").await;
     let started = std::time::Instant::now();
     let mut calls = Vec::new();
     for i in 0..LOCKED_ATTEMPTS {
-        let mut client = client.clone();
+        let client = AuthClient::clone(&app);
         let login = if i % 2 == 0 {
             "alice"
         } else {
             "alice@example.com"
         };
         calls.push(tokio::spawn(async move {
-            code_of(&mut client, login, "wrong password").await
+            code(client.login_with(login, "wrong password").await)
         }));
         if calls.len() == 50 {
             for call in calls.drain(..) {
@@ -275,35 +162,34 @@ async fn attempts_against_a_locked_account_write_no_audit_row_each(backend: Back
         assert_eq!(call.await.expect("join"), Code::ResourceExhausted);
     }
     let elapsed = started.elapsed();
-    let after = all_audit_rows(&db).await;
+    let after = app.db.count("audit_events").await;
     eprintln!(
-        "{backend:?}: {LOCKED_ATTEMPTS} attempts against a locked account wrote {} audit rows in {elapsed:?}",
+        "{:?}: {LOCKED_ATTEMPTS} attempts against a locked account wrote {} audit rows in {elapsed:?}",
+        app.db.backend(),
         after - before
     );
     assert!(after - before <= 1, "{} audit rows", after - before);
     assert_eq!(
-        audit_rows(&db, "login", &["failed", "failed_and_locked"]).await,
+        audit_rows(&app.db, "login", &["failed", "failed_and_locked"]).await,
         3,
         "no password was checked while locked"
     );
 }
 
-async fn repeated_lockouts_grow_and_a_success_resets_them(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let mut config = common::config_for(&db);
-    config.login_max_failures = 2;
-    config.login_lockout = Duration::from_secs(60);
-    let clock = Clock::manual();
-    let (mut client, server) = start_on_clock(config, clock.clone()).await;
-    register(&mut client, "alice").await;
-    let lock = |client: &mut Client| {
-        let mut client = client.clone();
+async fn repeated_lockouts_grow_and_a_success_resets_them(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.login_max_failures = 2;
+        c.login_lockout = Duration::from_secs(60);
+    })
+    .await;
+    app.register("alice").await;
+    let client = AuthClient::clone(&app);
+    let lock = || {
+        let client = client.clone();
         async move {
             for _ in 0..2 {
                 assert_eq!(
-                    code_of(&mut client, "alice", "wrong password").await,
+                    code(client.login_with("alice", "wrong password").await),
                     Code::Unauthenticated
                 );
             }
@@ -314,44 +200,41 @@ async fn repeated_lockouts_grow_and_a_success_resets_them(backend: Backend) {
     // up to 8 × the setting. (Each is tried once by email, once by username.)
     let mut lengths = Vec::new();
     for i in 0..6 {
-        lock(&mut client).await;
+        lock().await;
         let login = if i % 2 == 0 {
             "alice"
         } else {
             "alice@example.com"
         };
-        let length = secs(retry_after(&mut client, login).await);
+        let length = secs(retry_after(&client, login).await);
         lengths.push(length);
-        clock.advance(Duration::from_secs(length + 1));
+        app.clock.advance(Duration::from_secs(length + 1));
     }
     assert_eq!(lengths, [60, 120, 240, 480, 480, 480]);
     // A success forgets it all: the next lockout is the first again.
-    assert_eq!(code_of(&mut client, "alice", PASSWORD).await, Code::Ok);
-    lock(&mut client).await;
-    assert_eq!(secs(retry_after(&mut client, "alice").await), 60);
+    assert_eq!(code(client.login_with("alice", PASSWORD).await), Code::Ok);
+    lock().await;
+    assert_eq!(secs(retry_after(&client, "alice").await), 60);
     // So does a quiet lockout's length after a lock ends.
-    clock.advance(Duration::from_secs(61));
-    lock(&mut client).await;
-    assert_eq!(secs(retry_after(&mut client, "alice").await), 120);
-    clock.advance(Duration::from_secs(120 + 120 + 1));
-    lock(&mut client).await;
-    assert_eq!(secs(retry_after(&mut client, "alice").await), 60);
+    app.clock.advance(Duration::from_secs(61));
+    lock().await;
+    assert_eq!(secs(retry_after(&client, "alice").await), 120);
+    app.clock.advance(Duration::from_secs(120 + 120 + 1));
+    lock().await;
+    assert_eq!(secs(retry_after(&client, "alice").await), 60);
     // The aggregate: one login/throttled row per lockout, however many were refused.
-    let throttled = audit_rows(&db, "login", &["throttled"]).await;
-    let locks = audit_rows(&db, "login", &["failed_and_locked"]).await;
+    let throttled = audit_rows(&app.db, "login", &["throttled"]).await;
+    let locks = audit_rows(&app.db, "login", &["failed_and_locked"]).await;
     // Nine lockouts, each tried (once) while locked.
     assert_eq!((throttled, locks), (9, 9));
-    server.stop().await;
+    app.stop().await;
 }
 
 /// A database upgraded from the name-keyed counters keeps their lockouts, now on
 /// the account: a lockout running by email holds for the username too.
-async fn an_upgrade_moves_running_counters_to_their_account(backend: Backend) {
+async fn an_upgrade_moves_running_counters_to_their_account(db: TestDb) {
     use authd_migrations::{Migrator, MigratorTrait};
     use sqlx::Row;
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
     let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
     Migrator::up(&conn, Some(7))
         .await
@@ -392,10 +275,9 @@ async fn an_upgrade_moves_running_counters_to_their_account(backend: Backend) {
         .await
         .expect("counter");
     }
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
+    let app = TestApp::spawn(db).await;
     assert_eq!(
-        code_of(&mut client, "alice", PASSWORD).await,
+        code(app.login_with("alice", PASSWORD).await),
         Code::ResourceExhausted
     );
     let rows = sqlx::query(
@@ -415,29 +297,20 @@ async fn an_upgrade_moves_running_counters_to_their_account(backend: Backend) {
 
 const RACE_ROUNDS: usize = 10;
 
-async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let (_, admin) = admin_token(&db, &server, "root").await;
-    let mut admin = server.admin(&admin.access_token).await;
-    let mut client = server.auth().await;
+async fn login_racing_deactivation_leaves_no_live_session(app: TestApp) {
+    let admin = app.admin().await;
     let (mut raced, mut leaked, mut leaky_rounds) = (0, 0, 0);
     for round in 0..RACE_ROUNDS {
         let name = format!("racer{round}");
-        let user = register(&mut client, &name).await;
+        let user = app.register(&name).await;
         let logins: Vec<_> = (0..4)
             .map(|_| {
-                let (mut client, name) = (client.clone(), name.clone());
+                let (client, name) = (AuthClient::clone(&app), name.clone());
                 tokio::spawn(async move {
                     client
-                        .login(pb::LoginRequest {
-                            username: name,
-                            password: PASSWORD.into(),
-                        })
+                        .login_with(&name, PASSWORD)
                         .await
-                        .map(|r| r.into_inner().tokens.expect("tokens"))
+                        .map(|r| r.tokens.expect("tokens"))
                 })
             })
             .collect();
@@ -445,13 +318,7 @@ async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
         // Early rounds deactivate mid-login, later ones (up to 0.25 s) after some
         // or all of the logins are done.
         tokio::time::sleep(Duration::from_millis(3 * (round * round) as u64)).await;
-        admin
-            .set_user_active(pb::SetUserActiveRequest {
-                user_id: user.id.clone(),
-                active: false,
-            })
-            .await
-            .expect("deactivate");
+        admin.set_active(&user.id, false).await.expect("deactivate");
         let mut tokens = Vec::new();
         for login in logins {
             match login.await.expect("join") {
@@ -461,22 +328,12 @@ async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
         }
         // Reactivated, the user's sessions stay ended: deactivation ended them all,
         // including any a racing login started.
-        admin
-            .set_user_active(pb::SetUserActiveRequest {
-                user_id: user.id.clone(),
-                active: true,
-            })
-            .await
-            .expect("reactivate");
+        admin.set_active(&user.id, true).await.expect("reactivate");
         let mut leaked_here = 0;
         for pair in &tokens {
             raced += 1;
-            let validated = validate(&mut client, &pair.access_token).await;
-            let refreshed = client
-                .refresh(pb::RefreshRequest {
-                    refresh_token: pair.refresh_token.clone(),
-                })
-                .await;
+            let validated = app.validate(&pair.access_token).await;
+            let refreshed = app.refresh(&pair.refresh_token).await;
             match (validated, refreshed) {
                 (Err(v), Err(r))
                     if v.code() == Code::Unauthenticated && r.code() == Code::Unauthenticated => {}
@@ -489,8 +346,9 @@ async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
         leaked += leaked_here;
     }
     eprintln!(
-        "{backend:?}: {raced} logins answered OK while racing deactivation; \
-         {leaked} of their sessions outlived it, in {leaky_rounds} of {RACE_ROUNDS} rounds"
+        "{:?}: {raced} logins answered OK while racing deactivation; \
+         {leaked} of their sessions outlived it, in {leaky_rounds} of {RACE_ROUNDS} rounds",
+        app.db.backend()
     );
     assert_eq!(
         leaked, 0,
@@ -501,14 +359,9 @@ async fn login_racing_deactivation_leaves_no_live_session(backend: Backend) {
 /// The race made certain: a deactivation has changed the user's row but not yet
 /// committed (nor ended sessions) when a login checks the password. The login must
 /// not start a session the deactivation cannot see; it waits and is refused.
-async fn a_login_meeting_a_deactivation_in_progress_is_refused(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let server = TestServer::start(&db).await;
-    let mut client = server.auth().await;
-    let user = register(&mut client, "alice").await;
-    let mut deactivation = db.sql().await;
+async fn a_login_meeting_a_deactivation_in_progress_is_refused(app: TestApp) {
+    let user = app.register("alice").await;
+    let mut deactivation = app.db.sql().await;
     for statement in ["BEGIN", "UPDATE users SET active = $1 WHERE id = $2"] {
         let mut query = sqlx::query(statement);
         if statement.starts_with("UPDATE") {
@@ -517,8 +370,8 @@ async fn a_login_meeting_a_deactivation_in_progress_is_refused(backend: Backend)
         query.execute(&mut deactivation).await.expect(statement);
     }
     let login = {
-        let mut client = client.clone();
-        tokio::spawn(async move { code_of(&mut client, "alice", PASSWORD).await })
+        let client = AuthClient::clone(&app);
+        tokio::spawn(async move { code(client.login_with("alice", PASSWORD).await) })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     sqlx::query(

@@ -19,6 +19,15 @@ impl TestDb {
         }
     }
 
+    /// The database server this one is on.
+    pub fn backend(&self) -> Backend {
+        if self.pg.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
     /// A fresh SQLite file in a temp directory: always available.
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -48,14 +57,6 @@ impl TestDb {
             _dir: None,
             pg: Some((admin_url, name)),
         })
-    }
-
-    /// Which database this is.
-    pub fn backend(&self) -> Backend {
-        match self.pg {
-            Some(_) => Backend::Postgres,
-            None => Backend::Sqlite,
-        }
     }
 
     /// A direct connection for checks that look at what was stored.
