@@ -285,3 +285,148 @@ fn h2_error(err: h2::Error) -> String {
         None => "H2_ERROR".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use authd::grpc::pb::ValidateTokenResponse;
+    use h2::server::SendResponse;
+    use http::Response;
+
+    use super::*;
+
+    /// An HTTP/2 server that answers ValidateToken by the token: each token names
+    /// the reply to give. It lives as long as the test's runtime.
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut connection = h2::server::handshake(tcp).await.expect("handshake");
+                    while let Some(Ok((request, respond))) = connection.accept().await {
+                        tokio::spawn(answer(request, respond));
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (head, mut body) = request.into_parts();
+        let well_formed = head.method == Method::POST
+            && head.uri.path() == VALIDATE_TOKEN
+            && head.headers.get("content-type").map(HeaderValue::as_bytes)
+                == Some(b"application/grpc")
+            && head.headers.get("te").map(HeaderValue::as_bytes) == Some(b"trailers");
+        let received = read_body(&mut body).await.expect("request body");
+        let token = decode_frame(&received)
+            .ok()
+            .and_then(|m| ValidateTokenRequest::decode(m).ok())
+            .map(|r| r.token)
+            .unwrap_or_default();
+        let reply = |status: u16| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/grpc")
+                .body(())
+                .expect("valid response")
+        };
+        let trailers = |code: &'static str| {
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", HeaderValue::from_static(code));
+            t
+        };
+        let user = encode_frame(&ValidateTokenResponse {
+            user_id: "u1".into(),
+            ..ValidateTokenResponse::default()
+        });
+        if !well_formed {
+            let mut only = reply(200);
+            only.headers_mut().extend(trailers("3"));
+            let _ = respond.send_response(only, true);
+            return;
+        }
+        match token.as_str() {
+            "ok" | "split" => {
+                let mut stream = respond.send_response(reply(200), false).expect("head");
+                if token == "split" {
+                    let (a, b) = user.split_at(3);
+                    let _ = stream.send_data(Bytes::copy_from_slice(a), false);
+                    let _ = stream.send_data(Bytes::copy_from_slice(b), false);
+                } else {
+                    let _ = stream.send_data(user, false);
+                }
+                let _ = stream.send_trailers(trailers("0"));
+            }
+            "unauthenticated" => {
+                // Trailers only, as tonic answers an error.
+                let mut only = reply(200);
+                only.headers_mut().extend(trailers("16"));
+                let _ = respond.send_response(only, true);
+            }
+            "empty" => {
+                let mut stream = respond.send_response(reply(200), false).expect("head");
+                let _ = stream.send_data(encode_frame(&ValidateTokenResponse::default()), false);
+                let _ = stream.send_trailers(trailers("0"));
+            }
+            "no-trailers" => {
+                let mut stream = respond.send_response(reply(200), false).expect("head");
+                let _ = stream.send_data(user, true);
+            }
+            "truncated" => {
+                let mut stream = respond.send_response(reply(200), false).expect("head");
+                let _ = stream.send_data(user.slice(..user.len() - 1), false);
+                let _ = stream.send_trailers(trailers("0"));
+            }
+            _ => {
+                let _ = respond.send_response(reply(503), true);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_are_judged_by_frame_message_and_grpc_status() {
+        let connections = Connections::open(server().await, 1).await.expect("connect");
+        let tokens: Vec<String> = [
+            "ok",
+            "split",
+            "unauthenticated",
+            "empty",
+            "no-trailers",
+            "truncated",
+            "other",
+        ]
+        .map(str::to_owned)
+        .into();
+        let mut caller = connections.caller(0, VALIDATE_TOKEN, &Bodies::validate(&tokens));
+        let mut outcomes = Vec::new();
+        for _ in &tokens {
+            outcomes.push(caller.call().await);
+        }
+        assert_eq!(
+            outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Err("UNAUTHENTICATED".to_owned()),
+                Err("EMPTY_REPLY".to_owned()),
+                Err("MISSING_GRPC_STATUS".to_owned()),
+                Err("BAD_FRAME_TRUNCATED".to_owned()),
+                Err("HTTP_503".to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn workers_start_on_their_own_body_and_take_turns() {
+        let connections = Connections::open(server().await, 2).await.expect("connect");
+        let tokens: Vec<String> = ["ok", "unauthenticated"].map(str::to_owned).into();
+        let bodies = Bodies::validate(&tokens);
+        let mut second = connections.caller(1, VALIDATE_TOKEN, &bodies);
+        assert_eq!(second.call().await, Err("UNAUTHENTICATED".to_owned()));
+        assert_eq!(second.call().await, Ok(()));
+    }
+}
