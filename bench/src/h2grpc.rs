@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use authd::grpc::pb::{CheckRoleRequest, CheckRoleResponse, ValidateTokenRequest};
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use prost::Message;
 use tokio::{net::TcpStream, task::JoinHandle};
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckResponse};
@@ -30,6 +30,9 @@ use crate::{
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 pub const VALIDATE_TOKEN: &str = "/auth.v1.AuthService/ValidateToken";
 pub const CHECK_ROLE: &str = "/auth.v1.AuthService/CheckRole";
+
+/// Looked up as a `HeaderName` rather than a `&str`, which would be parsed each time.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Windows as large as hyper's client uses (so tonic's): with the small replies
 /// here the client never has to send WINDOW_UPDATE frames the server must process.
@@ -229,16 +232,17 @@ impl Unary {
             return Err(format!("HTTP_{}", head.status.as_u16()));
         }
         // An error is usually "trailers only": grpc-status in the one HEADERS frame.
-        if let Some(status) = head.headers.get("grpc-status") {
-            grpc_status(Some(status.as_bytes()))?;
+        let trailers_only = head.headers.get(&GRPC_STATUS).is_some();
+        if trailers_only {
+            grpc_status(head.headers.get(&GRPC_STATUS).map(HeaderValue::as_bytes))?;
         }
         let message = read_body(&mut body).await?;
         let trailers = body.trailers().await.map_err(h2_error)?;
-        if !head.headers.contains_key("grpc-status") {
+        if !trailers_only {
             grpc_status(
                 trailers
                     .as_ref()
-                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|t| t.get(&GRPC_STATUS))
                     .map(HeaderValue::as_bytes),
             )?;
         }
