@@ -274,6 +274,15 @@ struct Server {
     pid: Option<u32>,
 }
 
+/// What the runs of one scenario share.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    options: &'a Options,
+    workers: usize,
+    window: Window,
+    server_pid: Option<u32>,
+}
+
 /// Runs one scenario (and its half-rate rerun) and returns its rows.
 async fn run_scenario(
     scenario: Scenario,
@@ -308,6 +317,12 @@ async fn run_scenario(
         clients: auth.clone(),
         tokens: Tokens::new(tokens.clone(), w),
     };
+    let plan = Plan {
+        options,
+        workers,
+        window,
+        server_pid,
+    };
     let load_cores = pinning.load.as_ref().map_or_else(online_cpus, Vec::len);
     let mut context = |name: &str, mode: String, concurrency: usize| RowContext {
         scenario: name.to_owned(),
@@ -330,69 +345,22 @@ async fn run_scenario(
         (Scenario::Health, Some(raw)) => {
             let bodies = Bodies::health();
             let make = |w| raw.caller(w, HEALTH_CHECK, &bodies);
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::Health, None) => {
             let make = |_| calls::Health(health.clone());
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::Validate, Some(raw)) => {
             let bodies = Bodies::validate(&tokens);
             let make = |w| raw.caller(w, VALIDATE_TOKEN, &bodies);
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
-        (Scenario::Validate, None) => {
-            drive(
-                name,
-                validate,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
-        }
+        (Scenario::Validate, None) => drive(name, validate, &plan, &mut context).await,
         (Scenario::CheckRole, Some(raw)) => {
             let bodies = Bodies::check_role(&tokens, &options.role);
             let make = |w| raw.caller(w, CHECK_ROLE, &bodies);
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::CheckRole, None) => {
             let make = |w| calls::CheckRole {
@@ -400,16 +368,7 @@ async fn run_scenario(
                 tokens: Tokens::new(tokens.clone(), w),
                 role: options.role.clone(),
             };
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::Login, _) => {
             let users = fixtures.users(TOKEN_USERS).await?;
@@ -418,16 +377,7 @@ async fn run_scenario(
                 users: users.clone(),
                 next: w,
             };
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::Refresh, _) => {
             let callers: Vec<calls::Refresh> = fixtures
@@ -451,16 +401,7 @@ async fn run_scenario(
                 worker: w,
                 count: 0,
             };
-            drive(
-                name,
-                make,
-                workers,
-                options,
-                window,
-                server_pid,
-                &mut context,
-            )
-            .await
+            drive(name, make, &plan, &mut context).await
         }
         (Scenario::Mixed, raw) => {
             let users = fixtures.users(TOKEN_USERS).await?;
@@ -560,12 +501,15 @@ async fn mixed<V: Caller>(
 async fn drive<C: Caller>(
     name: &str,
     make: impl Fn(usize) -> C,
-    workers: usize,
-    options: &Options,
-    window: Window,
-    server_pid: Option<u32>,
+    plan: &Plan<'_>,
     context: &mut impl FnMut(&str, String, usize) -> RowContext,
 ) -> Vec<Row> {
+    let Plan {
+        options,
+        workers,
+        window,
+        server_pid,
+    } = *plan;
     let callers = (0..workers).map(&make).collect();
     let ctx = context(name, mode(options.rate), workers);
     let row = measure(ctx, server_pid, run_loop(callers, options.rate, window)).await;
