@@ -299,19 +299,20 @@ async fn run_scenario(
     };
     let server_pid = server.and_then(|s| s.pid);
     let workers = options.concurrency_for(scenario) as usize;
-    // The raw generator's own connections, fresh for each scenario that uses it.
-    let raw = match server {
-        Some(s) if options.client == Client::H2 && uses_raw_generator(scenario) => {
-            Some(h2grpc::Connections::open(s.addr, options.hot_connections()).await?)
-        }
-        _ => None,
-    };
     let auth = calls::auth_clients(channels);
     let health = RoundRobin::new(channels, HealthClient::new);
     let token_count = scenario.needs_tokens().then_some(options.tokens);
     let tokens = match token_count {
         Some(n) => fixtures.tokens(n as usize).await?,
         None => Arc::from(Vec::new()),
+    };
+    // The raw generator's own connections, fresh for each scenario that uses it (and
+    // opened after the fixtures, which may take a while to log in).
+    let raw = match server {
+        Some(s) if options.client == Client::H2 && uses_raw_generator(scenario) => {
+            Some(h2grpc::Connections::open(s.addr, options.hot_connections()).await?)
+        }
+        _ => None,
     };
     let validate = |w: usize| calls::Validate {
         clients: auth.clone(),
