@@ -332,3 +332,57 @@ pub fn loadavg() -> Option<f64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hdrhistogram::Histogram;
+
+    use super::*;
+
+    fn row(mode: &str, srv: f64, generator: f64, load_cores: usize) -> Row {
+        let mut latency_us = Histogram::new(3).expect("valid");
+        for _ in 0..1000 {
+            latency_us.record(100).expect("in range");
+        }
+        let recorded = Recorded {
+            latency_us,
+            errors: BTreeMap::new(),
+            missed: 0,
+            start_lag_us: None,
+            measured: Duration::from_secs(1),
+        };
+        let context = RowContext {
+            scenario: "health".into(),
+            mode: mode.into(),
+            concurrency: 64,
+            connections: 4,
+            tokens: None,
+            server_cpu_pct: Some(srv),
+            bench_cpu_pct: Some(generator),
+            loadavg_before: None,
+            load_cores,
+        };
+        Row::new(context, &recorded)
+    }
+
+    #[test]
+    fn cpu_per_call_is_given_for_both_sides() {
+        let r = row("closed", 100.0, 50.0, 1);
+        // 1000 calls in 1 s: a full core is 1000 µs per call.
+        assert_eq!(r.cpu_us_per_call, Some(1000.0));
+        assert_eq!(r.bench_cpu_us_per_call, Some(500.0));
+    }
+
+    #[test]
+    fn a_busy_generator_beside_an_idle_server_is_flagged() {
+        assert!(!row("closed", 99.0, 60.0, 1).generator_bound);
+        assert!(row("closed", 85.0, 99.0, 1).generator_bound);
+        // Two load cores: 99 % is half of them.
+        assert!(!row("closed", 85.0, 99.0, 2).generator_bound);
+        assert!(row("closed", 85.0, 195.0, 2).generator_bound);
+        // The open loop's pacer keeps its core busy by design.
+        assert!(!row("open@1000/s", 50.0, 99.0, 1).generator_bound);
+    }
+}
