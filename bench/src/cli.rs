@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,
 
-    /// HTTP/2 connections; the workers are spread evenly over them. Default: 4 for
+    /// HTTP/2 connections; the calls are spread evenly over them. Default: 4 for
     /// the hot scenarios and `mixed`'s validate stream, 2 for the others.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub connections: Option<u32>,
@@ -106,7 +106,9 @@ pub struct Options {
     #[arg(long, default_value = "0")]
     pub server_cpus: String,
 
-    /// CPUs the load generator is pinned to.
+    /// CPUs the load generator is pinned to. One CPU gets a single-threaded runtime;
+    /// several get one worker thread each (a second generator thread, for a server on
+    /// more cores than one load core can saturate).
     #[arg(long, default_value = "1")]
     pub load_cpus: String,
 
