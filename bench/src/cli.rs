@@ -30,13 +30,16 @@ pub struct Options {
     pub scenario: Vec<Scenario>,
 
     /// Requests in flight at once (closed loop: one worker per request in flight). In
-    /// `mixed`, the login storm's workers.
-    #[arg(long, short, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub concurrency: u32,
+    /// `mixed`, the login storm's workers. Default: 64 for the hot scenarios
+    /// (`health`, `validate`, `check-role`), enough to keep one server core busy; 32
+    /// for the others.
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
 
-    /// HTTP/2 connections; requests go to them round-robin.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
-    pub connections: u32,
+    /// HTTP/2 connections; the calls are spread evenly over them. Default: 4 for
+    /// the hot scenarios and `mixed`'s validate stream, 2 for the others.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub connections: Option<u32>,
 
     /// How long each scenario is measured (humantime: 10s, 1m).
     #[arg(long, short, default_value = "10s", value_parser = parse_duration)]
@@ -45,6 +48,14 @@ pub struct Options {
     /// Load before the measurement starts, not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+
+    /// How the hot calls (`health`, `validate`, `check-role` and `mixed`'s validate
+    /// stream) are sent. `h2`: request frames encoded once and sent on raw HTTP/2
+    /// streams, cheap enough that one load core saturates one server core. `tonic`:
+    /// the generated clients, which cost the load core about as much per call as the
+    /// call costs the server (for comparison; the server cannot tell them apart).
+    #[arg(long, value_enum, default_value = "h2")]
+    pub client: Client,
 
     /// Distinct live access tokens for `validate`, `check-role` and `mixed`, created by
     /// that many logins spread over up to 20 users.
@@ -95,7 +106,9 @@ pub struct Options {
     #[arg(long, default_value = "0")]
     pub server_cpus: String,
 
-    /// CPUs the load generator is pinned to.
+    /// CPUs the load generator is pinned to. One CPU gets a single-threaded runtime;
+    /// several get one worker thread each (a second generator thread, for a server on
+    /// more cores than one load core can saturate).
     #[arg(long, default_value = "1")]
     pub load_cpus: String,
 
@@ -120,6 +133,42 @@ pub struct Options {
     /// Also print the report as one JSON document after the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// In-flight calls and connections of the hot scenarios when not given: the server's
+/// per-call cost there is tens of µs, so it takes this many in flight to keep its
+/// core busy between the replies.
+pub const HOT_CONCURRENCY: u32 = 64;
+pub const HOT_CONNECTIONS: u32 = 4;
+/// The same for the others, whose calls cost the server milliseconds.
+pub const CONCURRENCY: u32 = 32;
+pub const CONNECTIONS: u32 = 2;
+
+impl Options {
+    /// Calls in flight for `scenario`: --concurrency, or its default.
+    pub fn concurrency_for(&self, scenario: Scenario) -> u32 {
+        self.concurrency.unwrap_or(if scenario.is_hot() {
+            HOT_CONCURRENCY
+        } else {
+            CONCURRENCY
+        })
+    }
+
+    /// HTTP/2 connections for the raw generator of the hot calls.
+    pub fn hot_connections(&self) -> u32 {
+        self.connections.unwrap_or(HOT_CONNECTIONS)
+    }
+
+    /// HTTP/2 connections for the tonic clients (set-up and the slow scenarios).
+    pub fn tonic_connections(&self) -> u32 {
+        self.connections.unwrap_or(CONNECTIONS)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Client {
+    H2,
+    Tonic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
@@ -167,6 +216,16 @@ impl Scenario {
         matches!(
             self,
             Scenario::Validate | Scenario::CheckRole | Scenario::Mixed
+        )
+    }
+
+    /// Driven by the raw HTTP/2 generator: calls that cost the server tens of µs,
+    /// where a tonic client would cost the load core as much as the call costs the
+    /// server. (`mixed` is not: its validate stream is, its login storm is not.)
+    pub fn is_hot(self) -> bool {
+        matches!(
+            self,
+            Scenario::Health | Scenario::Validate | Scenario::CheckRole
         )
     }
 

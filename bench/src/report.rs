@@ -58,12 +58,19 @@ pub struct Row {
     /// This process's CPU use, in % of one core: near 100 × load CPUs means the load
     /// generator, not the server, was the limit.
     pub bench_cpu_pct: Option<f64>,
+    /// A closed loop whose generator was busy (≥ 90 % of its load cores) while the
+    /// server was not (< 90 % of a core): the row measures the generator, not the
+    /// server, and is not a valid benchmark.
+    pub generator_bound: bool,
     /// 1-minute load average when the run began.
     pub loadavg_before: Option<f64>,
     /// CPU time per successful call, in µs, of whatever does the work: the server, or
     /// this process for `hash`. Unlike calls/s it barely moves when other processes
     /// compete for the core.
     pub cpu_us_per_call: Option<f64>,
+    /// This process's CPU time per successful call, in µs (not for `hash`, where it
+    /// is the work itself): what the load generator spends to make one call.
+    pub bench_cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +106,8 @@ pub struct RowContext {
     pub server_cpu_pct: Option<f64>,
     pub bench_cpu_pct: Option<f64>,
     pub loadavg_before: Option<f64>,
+    /// The cores the generator may use (its CPU % is out of 100 × this).
+    pub load_cores: usize,
 }
 
 impl Row {
@@ -113,6 +122,21 @@ impl Row {
             s if s.starts_with("mixed") => None,
             _ => context.server_cpu_pct,
         };
+        let generator_pct = match context.scenario.as_str() {
+            "hash" => None,
+            s if s.starts_with("mixed") => None,
+            _ => context.bench_cpu_pct,
+        };
+        let per_call = |pct: Option<f64>| {
+            pct.filter(|_| calls_per_s > 0.0)
+                .map(|pct| pct / 100.0 * 1e6 / calls_per_s)
+        };
+        let generator_bound = context.mode == "closed"
+            && matches!(
+                (context.server_cpu_pct, generator_pct),
+                (Some(srv), Some(generator))
+                    if srv < 90.0 && generator >= 90.0 * context.load_cores.max(1) as f64
+            );
         Row {
             scenario: context.scenario,
             mode: context.mode,
@@ -139,9 +163,9 @@ impl Row {
             server_cpu_pct: context.server_cpu_pct,
             bench_cpu_pct: context.bench_cpu_pct,
             loadavg_before: context.loadavg_before,
-            cpu_us_per_call: worker_pct
-                .filter(|_| calls_per_s > 0.0)
-                .map(|pct| pct / 100.0 * 1e6 / calls_per_s),
+            generator_bound,
+            cpu_us_per_call: per_call(worker_pct),
+            bench_cpu_us_per_call: per_call(generator_pct),
         }
     }
 }
@@ -211,7 +235,7 @@ impl Report {
     fn print_rows(&self) {
         println!();
         println!(
-            "{:<14} {:<14} {:>5} {:>4} {:>9} {:>8} {:>8} {:>8} {:>8}  {:>4} {:>4} {:>8} {:>5}  errors",
+            "{:<14} {:<14} {:>5} {:>4} {:>9} {:>8} {:>8} {:>8} {:>8}  {:>4} {:>4} {:>6} {:>6} {:>5}  errors",
             "scenario",
             "mode",
             "conc",
@@ -223,11 +247,22 @@ impl Report {
             "max ms",
             "srv%",
             "gen%",
-            "cpu µs",
+            "srv µs",
+            "gen µs",
             "load"
         );
         for r in &self.results {
             let pct = |p: Option<f64>| p.map_or("-".to_owned(), |p| format!("{p:.0}"));
+            // One decimal where a call costs a few µs, whole µs above.
+            let us = |c: Option<f64>| {
+                c.map_or("-".to_owned(), |c| {
+                    if c < 100.0 {
+                        format!("{c:.1}")
+                    } else {
+                        format!("{c:.0}")
+                    }
+                })
+            };
             let mut errors: Vec<String> =
                 r.errors.iter().map(|(c, n)| format!("{c}={n}")).collect();
             if r.missed > 0 {
@@ -236,8 +271,11 @@ impl Report {
             if let Some((p99, _)) = r.start_lag_ms.filter(|(p99, _)| *p99 > 2.0) {
                 errors.push(format!("late-start-p99={p99:.1}ms"));
             }
+            if r.generator_bound {
+                errors.push("GENERATOR-BOUND".to_owned());
+            }
             println!(
-                "{:<14} {:<14} {:>5} {:>4} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3}  {:>4} {:>4} {:>8} {:>5}  {}",
+                "{:<14} {:<14} {:>5} {:>4} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3}  {:>4} {:>4} {:>6} {:>6} {:>5}  {}",
                 r.scenario,
                 r.mode,
                 r.concurrency,
@@ -249,7 +287,8 @@ impl Report {
                 r.latency_ms.max,
                 pct(r.server_cpu_pct),
                 pct(r.bench_cpu_pct),
-                r.cpu_us_per_call.map_or("-".to_owned(), |c| format!("{c:.0}")),
+                us(r.cpu_us_per_call),
+                us(r.bench_cpu_us_per_call),
                 r.loadavg_before.map_or("-".to_owned(), |l| format!("{l:.2}")),
                 if errors.is_empty() { "0".to_owned() } else { errors.join(" ") },
             );
@@ -292,4 +331,58 @@ pub fn loadavg() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hdrhistogram::Histogram;
+
+    use super::*;
+
+    fn row(mode: &str, srv: f64, generator: f64, load_cores: usize) -> Row {
+        let mut latency_us = Histogram::new(3).expect("valid");
+        for _ in 0..1000 {
+            latency_us.record(100).expect("in range");
+        }
+        let recorded = Recorded {
+            latency_us,
+            errors: BTreeMap::new(),
+            missed: 0,
+            start_lag_us: None,
+            measured: Duration::from_secs(1),
+        };
+        let context = RowContext {
+            scenario: "health".into(),
+            mode: mode.into(),
+            concurrency: 64,
+            connections: 4,
+            tokens: None,
+            server_cpu_pct: Some(srv),
+            bench_cpu_pct: Some(generator),
+            loadavg_before: None,
+            load_cores,
+        };
+        Row::new(context, &recorded)
+    }
+
+    #[test]
+    fn cpu_per_call_is_given_for_both_sides() {
+        let r = row("closed", 100.0, 50.0, 1);
+        // 1000 calls in 1 s: a full core is 1000 µs per call.
+        assert_eq!(r.cpu_us_per_call, Some(1000.0));
+        assert_eq!(r.bench_cpu_us_per_call, Some(500.0));
+    }
+
+    #[test]
+    fn a_busy_generator_beside_an_idle_server_is_flagged() {
+        assert!(!row("closed", 99.0, 60.0, 1).generator_bound);
+        assert!(row("closed", 85.0, 99.0, 1).generator_bound);
+        // Two load cores: 99 % is half of them.
+        assert!(!row("closed", 85.0, 99.0, 2).generator_bound);
+        assert!(row("closed", 85.0, 195.0, 2).generator_bound);
+        // The open loop's pacer keeps its core busy by design.
+        assert!(!row("open@1000/s", 50.0, 99.0, 1).generator_bound);
+    }
 }

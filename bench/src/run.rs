@@ -12,8 +12,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::{
     affinity::{format_cpu_list, Pinning},
     calls::{self, RoundRobin, Tokens},
-    cli::{Options, Scenario},
+    cli::{Client, Options, Scenario},
     fixtures::{self, TOKEN_USERS},
+    h2grpc::{self, Bodies, CHECK_ROLE, HEALTH_CHECK, VALIDATE_TOKEN},
     hash,
     load::{closed_loop, open_loop, Caller, Recorded, Window},
     report::{loadavg, Report, Row, RowContext, Startup},
@@ -52,7 +53,7 @@ pub async fn run(options: Options, pinning: Pinning) -> anyhow::Result<Report> {
         None
     };
     let mut channels = match &target {
-        Some(t) => server::connect(t.addr, options.connections).await?,
+        Some(t) => server::connect(t.addr, options.tonic_connections()).await?,
         None => Vec::new(),
     };
     let mut fixtures = Fixtures::new(&channels);
@@ -70,21 +71,21 @@ pub async fn run(options: Options, pinning: Pinning) -> anyhow::Result<Report> {
         if scenario == Scenario::Startup {
             let t = target.as_mut().context("startup needs a server")?;
             report.startups = restarts(t, options.starts).await?;
-            channels = server::connect(t.addr, options.connections).await?;
+            channels = server::connect(t.addr, options.tonic_connections()).await?;
             fixtures.reconnect(&channels);
             continue;
         }
-        let server_pid = target
-            .as_ref()
-            .and_then(|t| t.spawned.as_ref())
-            .map(Spawned::pid);
+        let server = target.as_ref().map(|t| Server {
+            addr: t.addr,
+            pid: t.spawned.as_ref().map(Spawned::pid),
+        });
         let rows = run_scenario(
             scenario,
             &options,
             &pinning,
             &channels,
             &mut fixtures,
-            server_pid,
+            server,
         )
         .await?;
         for row in rows {
@@ -266,6 +267,22 @@ impl Fixtures {
     }
 }
 
+/// Where the server of a scenario is, and its pid when this process started it.
+#[derive(Clone, Copy)]
+struct Server {
+    addr: std::net::SocketAddr,
+    pid: Option<u32>,
+}
+
+/// What the runs of one scenario share.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    options: &'a Options,
+    workers: usize,
+    window: Window,
+    server_pid: Option<u32>,
+}
+
 /// Runs one scenario (and its half-rate rerun) and returns its rows.
 async fn run_scenario(
     scenario: Scenario,
@@ -273,14 +290,15 @@ async fn run_scenario(
     pinning: &Pinning,
     channels: &[Channel],
     fixtures: &mut Fixtures,
-    server_pid: Option<u32>,
+    server: Option<Server>,
 ) -> anyhow::Result<Vec<Row>> {
     let window = Window {
         warmup: options.warmup,
         duration: options.duration,
         timeout: options.timeout,
     };
-    let workers = options.concurrency as usize;
+    let server_pid = server.and_then(|s| s.pid);
+    let workers = options.concurrency_for(scenario) as usize;
     let auth = calls::auth_clients(channels);
     let health = RoundRobin::new(channels, HealthClient::new);
     let token_count = scenario.needs_tokens().then_some(options.tokens);
@@ -288,48 +306,81 @@ async fn run_scenario(
         Some(n) => fixtures.tokens(n as usize).await?,
         None => Arc::from(Vec::new()),
     };
+    // The raw generator's own connections, fresh for each scenario that uses it (and
+    // opened after the fixtures, which may take a while to log in).
+    let raw = match server {
+        Some(s) if options.client == Client::H2 && uses_raw_generator(scenario) => {
+            Some(h2grpc::Connections::open(s.addr, options.hot_connections()).await?)
+        }
+        _ => None,
+    };
     let validate = |w: usize| calls::Validate {
         clients: auth.clone(),
         tokens: Tokens::new(tokens.clone(), w),
     };
+    let plan = Plan {
+        options,
+        workers,
+        window,
+        server_pid,
+    };
+    let load_cores = pinning.load.as_ref().map_or_else(online_cpus, Vec::len);
     let mut context = |name: &str, mode: String, concurrency: usize| RowContext {
         scenario: name.to_owned(),
         mode,
         concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
-        connections: options.connections,
+        connections: if raw.is_some() && name != "mixed/login" {
+            options.hot_connections()
+        } else {
+            options.tonic_connections()
+        },
         tokens: token_count,
+        load_cores,
         server_cpu_pct: None,
         bench_cpu_pct: None,
         loadavg_before: loadavg(),
     };
     let name = scenario.name();
 
-    let rows = match scenario {
-        Scenario::Health => {
+    let rows = match (scenario, &raw) {
+        (Scenario::Health, Some(raw)) => {
+            let bodies = Bodies::health();
+            let make = |w| raw.caller(w, HEALTH_CHECK, &bodies);
+            drive(name, make, &plan, &mut context).await
+        }
+        (Scenario::Health, None) => {
             let make = |_| calls::Health(health.clone());
-            drive(name, make, options, window, server_pid, &mut context).await
+            drive(name, make, &plan, &mut context).await
         }
-        Scenario::Validate => {
-            drive(name, validate, options, window, server_pid, &mut context).await
+        (Scenario::Validate, Some(raw)) => {
+            let bodies = Bodies::validate(&tokens);
+            let make = |w| raw.caller(w, VALIDATE_TOKEN, &bodies);
+            drive(name, make, &plan, &mut context).await
         }
-        Scenario::CheckRole => {
+        (Scenario::Validate, None) => drive(name, validate, &plan, &mut context).await,
+        (Scenario::CheckRole, Some(raw)) => {
+            let bodies = Bodies::check_role(&tokens, &options.role);
+            let make = |w| raw.caller(w, CHECK_ROLE, &bodies);
+            drive(name, make, &plan, &mut context).await
+        }
+        (Scenario::CheckRole, None) => {
             let make = |w| calls::CheckRole {
                 clients: auth.clone(),
                 tokens: Tokens::new(tokens.clone(), w),
                 role: options.role.clone(),
             };
-            drive(name, make, options, window, server_pid, &mut context).await
+            drive(name, make, &plan, &mut context).await
         }
-        Scenario::Login => {
+        (Scenario::Login, _) => {
             let users = fixtures.users(TOKEN_USERS).await?;
             let make = |w| calls::Login {
                 clients: auth.clone(),
                 users: users.clone(),
                 next: w,
             };
-            drive(name, make, options, window, server_pid, &mut context).await
+            drive(name, make, &plan, &mut context).await
         }
-        Scenario::Refresh => {
+        (Scenario::Refresh, _) => {
             let callers: Vec<calls::Refresh> = fixtures
                 .sessions(workers)
                 .await?
@@ -343,7 +394,7 @@ async fn run_scenario(
             let ctx = context(name, mode(options.rate), workers);
             vec![measure(ctx, server_pid, run_loop(callers, options.rate, window)).await]
         }
-        Scenario::Register => {
+        (Scenario::Register, _) => {
             let run = fixtures.run.clone();
             let make = |w| calls::Register {
                 clients: auth.clone(),
@@ -351,12 +402,11 @@ async fn run_scenario(
                 worker: w,
                 count: 0,
             };
-            drive(name, make, options, window, server_pid, &mut context).await
+            drive(name, make, &plan, &mut context).await
         }
-        Scenario::Mixed => {
+        (Scenario::Mixed, raw) => {
             let users = fixtures.users(TOKEN_USERS).await?;
             let rate = options.rate.unwrap_or(MIXED_DEFAULT_RATE);
-            let validators = (0..MIXED_VALIDATE_IN_FLIGHT).map(validate).collect();
             let storm = (0..workers)
                 .map(|w| calls::Login {
                     clients: auth.clone(),
@@ -366,27 +416,22 @@ async fn run_scenario(
                 .collect();
             let v_ctx = context("mixed/validate", mode(Some(rate)), MIXED_VALIDATE_IN_FLIGHT);
             let l_ctx = context("mixed/login", mode(None), workers);
-            let cpu = CpuClock::start(server_pid);
-            let (v, l) = tokio::join!(
-                open_loop(validators, rate, window),
-                closed_loop(storm, window)
-            );
-            let (server_pct, bench_pct) = cpu.stop();
-            [(v_ctx, v), (l_ctx, l)]
-                .into_iter()
-                .map(|(ctx, r)| {
-                    Row::new(
-                        RowContext {
-                            server_cpu_pct: server_pct,
-                            bench_cpu_pct: bench_pct,
-                            ..ctx
-                        },
-                        &r,
-                    )
-                })
-                .collect()
+            let contexts = (v_ctx, l_ctx);
+            match raw {
+                Some(raw) => {
+                    let bodies = Bodies::validate(&tokens);
+                    let validators = (0..MIXED_VALIDATE_IN_FLIGHT)
+                        .map(|w| raw.caller(w, VALIDATE_TOKEN, &bodies))
+                        .collect();
+                    mixed(validators, storm, rate, window, server_pid, contexts).await
+                }
+                None => {
+                    let validators = (0..MIXED_VALIDATE_IN_FLIGHT).map(validate).collect();
+                    mixed(validators, storm, rate, window, server_pid, contexts).await
+                }
+            }
         }
-        Scenario::Hash => {
+        (Scenario::Hash, _) => {
             let hash_workers = options
                 .hash_workers
                 .unwrap_or_else(|| pinning.server.as_ref().map_or_else(online_cpus, Vec::len));
@@ -411,9 +456,45 @@ async fn run_scenario(
                 &recorded,
             )]
         }
-        Scenario::Startup => Vec::new(),
+        (Scenario::Startup, _) => Vec::new(),
     };
     Ok(rows)
+}
+
+/// The scenarios whose calls go through the raw HTTP/2 generator (with `--client h2`).
+fn uses_raw_generator(scenario: Scenario) -> bool {
+    scenario.is_hot() || scenario == Scenario::Mixed
+}
+
+/// `mixed`: validate at a fixed rate while a login storm saturates the hashing pool,
+/// reported as two rows that share the run's CPU figures.
+async fn mixed<V: Caller>(
+    validators: Vec<V>,
+    storm: Vec<calls::Login>,
+    rate: f64,
+    window: Window,
+    server_pid: Option<u32>,
+    (v_ctx, l_ctx): (RowContext, RowContext),
+) -> Vec<Row> {
+    let cpu = CpuClock::start(server_pid);
+    let (v, l) = tokio::join!(
+        open_loop(validators, rate, window),
+        closed_loop(storm, window)
+    );
+    let (server_pct, bench_pct) = cpu.stop();
+    [(v_ctx, v), (l_ctx, l)]
+        .into_iter()
+        .map(|(ctx, r)| {
+            Row::new(
+                RowContext {
+                    server_cpu_pct: server_pct,
+                    bench_cpu_pct: bench_pct,
+                    ..ctx
+                },
+                &r,
+            )
+        })
+        .collect()
 }
 
 /// A scenario made of identical workers: closed loop (or open loop at --rate), then,
@@ -421,12 +502,15 @@ async fn run_scenario(
 async fn drive<C: Caller>(
     name: &str,
     make: impl Fn(usize) -> C,
-    options: &Options,
-    window: Window,
-    server_pid: Option<u32>,
+    plan: &Plan<'_>,
     context: &mut impl FnMut(&str, String, usize) -> RowContext,
 ) -> Vec<Row> {
-    let workers = options.concurrency as usize;
+    let Plan {
+        options,
+        workers,
+        window,
+        server_pid,
+    } = *plan;
     let callers = (0..workers).map(&make).collect();
     let ctx = context(name, mode(options.rate), workers);
     let row = measure(ctx, server_pid, run_loop(callers, options.rate, window)).await;
