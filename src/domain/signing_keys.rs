@@ -22,11 +22,13 @@ use ring::{
 use zeroize::Zeroizing;
 
 use super::{
-    hot::SIGNING_ALGORITHM,
     sealing::{self, KeyEncryptionKey},
     secrets::digest,
 };
 use crate::store::{entities::signing_key, KeyRevocation, Store};
+
+/// The one signing algorithm: EdDSA over Ed25519 (`alg` in token headers and JWKs).
+pub const SIGNING_ALGORITHM: &str = "EdDSA";
 
 /// The setting that names the key encryption key, as errors name it.
 const SETTING: &str = "AUTHD_KEY_ENCRYPTION_KEY";

@@ -14,14 +14,15 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use crate::{
-    domain::{sealing::KeyEncryptionKey, signing_keys::open_private_key},
+    domain::{
+        sealing::KeyEncryptionKey,
+        signing_keys::{open_private_key, SIGNING_ALGORITHM},
+    },
     store::{entities::signing_key, Store, StoreError},
 };
 use arc_swap::ArcSwap;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{DecodingKey, EncodingKey};
-
-pub const ALGORITHM: &str = "EdDSA";
 
 /// A key that signs new tokens from `from_ms` until `until_ms`.
 pub struct SigningKey {
@@ -160,7 +161,7 @@ fn jwks(keys: &[(String, String)]) -> String {
     let keys: Vec<serde_json::Value> = keys
         .iter()
         .map(|(kid, x)| {
-            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": ALGORITHM})
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": SIGNING_ALGORITHM})
         })
         .collect();
     serde_json::json!({ "keys": keys }).to_string()

@@ -25,8 +25,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use super::signing_keys::SIGNING_ALGORITHM;
 pub use api_keys::{ApiKeyUse, KEY_SCHEME};
-pub use keys::ALGORITHM as SIGNING_ALGORITHM;
 pub use principal::{Principal, RoleCheck};
 pub use roles::{RoleCatalog, RoleList};
 pub use tokens::{AccessGrant, MAX_TOKEN_BYTES};
