@@ -128,21 +128,19 @@ impl Store {
             PruneStep::Sessions => self.prune_sessions(cutoffs, limit).await,
             PruneStep::Changes => {
                 let stale = change::Column::CreatedAt.lt(cutoffs.changes_before);
-                let keys: Vec<i64> = self.keys::<change::Entity, _>(stale.clone(), limit).await?;
-                let deleted = self
-                    .delete(
-                        change::Entity::delete_many()
-                            .filter(change::Column::Seq.is_in(keys.clone()))
-                            .filter(stale),
+                let (deleted, more) = self
+                    .prune_by_key::<change::Entity, i64>(
+                        change::Column::Seq,
+                        Condition::all().add(stale),
+                        limit,
                     )
                     .await?;
-                Ok(batch(
-                    &keys,
-                    limit,
+                Ok(rows(
                     PrunedRows {
                         changes: deleted,
                         ..Default::default()
                     },
+                    more,
                 ))
             }
             PruneStep::LoginFailures => {
@@ -154,44 +152,36 @@ impl Store {
                             .add(login_failure::Column::LockedUntil.is_null())
                             .add(login_failure::Column::LockedUntil.lt(cutoffs.unlocked_before)),
                     );
-                let keys: Vec<String> = self
-                    .keys::<login_failure::Entity, _>(stale.clone(), limit)
-                    .await?;
-                let deleted = self
-                    .delete(
-                        login_failure::Entity::delete_many()
-                            .filter(login_failure::Column::UsernameLc.is_in(keys.clone()))
-                            .filter(stale),
+                let (deleted, more) = self
+                    .prune_by_key::<login_failure::Entity, String>(
+                        login_failure::Column::UsernameLc,
+                        stale,
+                        limit,
                     )
                     .await?;
-                Ok(batch(
-                    &keys,
-                    limit,
+                Ok(rows(
                     PrunedRows {
                         login_failures: deleted,
                         ..Default::default()
                     },
+                    more,
                 ))
             }
             PruneStep::AuditEvents => {
                 let old = audit_event::Column::At.lt(cutoffs.audit_before);
-                let keys: Vec<i64> = self
-                    .keys::<audit_event::Entity, _>(old.clone(), limit)
-                    .await?;
-                let deleted = self
-                    .delete(
-                        audit_event::Entity::delete_many()
-                            .filter(audit_event::Column::Id.is_in(keys.clone()))
-                            .filter(old),
+                let (deleted, more) = self
+                    .prune_by_key::<audit_event::Entity, i64>(
+                        audit_event::Column::Id,
+                        Condition::all().add(old),
+                        limit,
                     )
                     .await?;
-                Ok(batch(
-                    &keys,
-                    limit,
+                Ok(rows(
                     PrunedRows {
                         audit_events: deleted,
                         ..Default::default()
                     },
+                    more,
                 ))
             }
         }
@@ -217,23 +207,19 @@ impl Store {
                     .add(refresh_token::Column::AccessExpiresAt.is_null())
                     .add(refresh_token::Column::AccessExpiresAt.lt(expired)),
             );
-        let keys: Vec<String> = self
-            .keys::<refresh_token::Entity, _>(done.clone(), limit)
-            .await?;
-        let deleted = self
-            .delete(
-                refresh_token::Entity::delete_many()
-                    .filter(refresh_token::Column::TokenHash.is_in(keys.clone()))
-                    .filter(done),
+        let (deleted, more) = self
+            .prune_by_key::<refresh_token::Entity, String>(
+                refresh_token::Column::TokenHash,
+                done,
+                limit,
             )
             .await?;
-        Ok(batch(
-            &keys,
-            limit,
+        Ok(rows(
             PrunedRows {
                 refresh_tokens: deleted,
                 ..Default::default()
             },
+            more,
         ))
     }
 
@@ -323,6 +309,28 @@ impl Store {
             .await?)
     }
 
+    /// One batch of `E` by primary key `key`: up to `limit` keys of rows matching
+    /// `condition`, then those rows deleted, the condition checked again so a row
+    /// that became relevant in between stays. Answers how many went, and whether the
+    /// batch was full.
+    async fn prune_by_key<E, K>(
+        &self,
+        key: E::Column,
+        condition: Condition,
+        limit: u64,
+    ) -> Result<(u64, bool), StoreError>
+    where
+        E: EntityTrait,
+        K: sea_orm::TryGetableMany + Into<sea_orm::Value>,
+    {
+        let keys: Vec<K> = self.keys::<E, _>(condition.clone(), limit).await?;
+        let more = keys.len() as u64 >= limit;
+        let deleted = self
+            .delete(E::delete_many().filter(key.is_in(keys)).filter(condition))
+            .await?;
+        Ok((deleted, more))
+    }
+
     /// Runs one delete in its own write transaction (on SQLite, through the one
     /// writer connection, holding the write lock only for this statement).
     async fn delete<E: EntityTrait>(&self, delete: DeleteMany<E>) -> Result<u64, StoreError> {
@@ -336,6 +344,10 @@ impl Store {
 fn primary_key_columns<E: EntityTrait>() -> Vec<E::Column> {
     use sea_orm::{Iterable, PrimaryKeyToColumn};
     E::PrimaryKey::iter().map(|key| key.into_column()).collect()
+}
+
+fn rows(deleted: PrunedRows, more: bool) -> PruneBatch {
+    PruneBatch { deleted, more }
 }
 
 fn batch<K>(keys: &[K], limit: u64, deleted: PrunedRows) -> PruneBatch {
