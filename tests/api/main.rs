@@ -27,6 +27,7 @@ mod examples;
 mod limits;
 mod metrics;
 mod normalisation;
+mod operating;
 mod outage;
 mod production;
 mod python_client;
