@@ -6,7 +6,8 @@
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
-//!   administration and who may do it), [`api_keys::ApiKeys`]. They write to the
+//!   administration and who may do it), [`api_keys::ApiKeys`], [`audit_trail::AuditTrail`]
+//!   (reading the audit trail). They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod audit_trail;
 pub mod caller;
 mod context;
 pub mod error;
@@ -35,8 +37,8 @@ use std::{sync::Arc, time::Duration};
 pub use error::{DomainError, DomainResult};
 
 use self::{
-    accounts::Accounts, admin::Admin, api_keys::ApiKeys, context::Context, hot::HotPath,
-    passwords::PasswordHasher, sessions::Sessions,
+    accounts::Accounts, admin::Admin, api_keys::ApiKeys, audit_trail::AuditTrail, context::Context,
+    hot::HotPath, passwords::PasswordHasher, sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -58,6 +60,7 @@ pub struct Domain {
     pub sessions: Sessions,
     pub admin: Admin,
     pub api_keys: ApiKeys,
+    pub audit: AuditTrail,
     context: Arc<Context>,
 }
 
@@ -75,6 +78,7 @@ impl Domain {
             accounts: Accounts::new(context.clone()),
             admin: Admin::new(context.clone(), sessions.clone()),
             api_keys: ApiKeys::new(context.clone()),
+            audit: AuditTrail::new(context.clone()),
             sessions,
             hot,
             context,

@@ -25,7 +25,7 @@ mod sessions;
 mod users;
 
 pub use api_keys::NewApiKey;
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings, OpenError};
 pub use error::StoreError;

@@ -21,6 +21,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod api_keys;
+mod audit_trail;
 mod cli;
 mod connections;
 mod examples;
