@@ -28,6 +28,7 @@ use crate::{
         auth_service::AuthApi,
         authenticate::AuthenticateLayer,
         message_limit::MessageLimitLayer,
+        metrics::GrpcMetricsLayer,
         observe::ObserveLayer,
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
     },
@@ -120,14 +121,18 @@ pub async fn run_with_clock(
     let mut routes = Routes::builder();
     routes.add_service(health_service);
     let routes = grpc_routes(&domain, routes)?;
+    let served = [
+        grpc::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    // Outermost, so the metrics see the deadline's DEADLINE_EXCEEDED and the end
+    // of every response body.
     let grpc_service = ServiceBuilder::new()
+        .layer(GrpcMetricsLayer::new(&served))
         .layer(GrpcTimeoutLayer)
-        .layer(ObserveLayer::new(&[
-            grpc::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ]))
+        .layer(ObserveLayer::new(&served))
         .layer(MessageLimitLayer)
         .service(routes);
     let grpc_server = listen::serve(

@@ -8,6 +8,7 @@ pub mod auth_service;
 pub mod authenticate;
 mod convert;
 pub mod message_limit;
+pub mod metrics;
 pub mod observe;
 pub mod status;
 
