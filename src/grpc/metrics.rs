@@ -243,14 +243,12 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 
 impl<S, B, RB> Service<http::Request<B>> for GrpcMetrics<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>> + Send,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    RB: Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Unpin,
 {
     type Response = http::Response<MeteredBody<RB>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -259,30 +257,51 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = self.methods.get(request.uri().path()).clone();
         method.start();
-        let mut call = Call {
+        let call = Call {
             method,
             started: Instant::now(),
             done: false,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            match response.await {
-                Ok(response) => {
-                    // An error is answered trailers-only: its status is in the
-                    // headers and the body ends without trailers of its own.
-                    let call = match grpc_status(response.headers()) {
-                        Some(code) => {
-                            call.finish(code);
-                            None
-                        }
-                        None => Some(call),
-                    };
-                    Ok(response.map(|inner| MeteredBody { inner, call }))
+        ResponseFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+/// The inner service's response future, holding the call until the headers come
+/// (a named future rather than a boxed one: no allocation per call).
+pub struct ResponseFuture<F> {
+    inner: F,
+    call: Option<Call>,
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>> + Unpin,
+{
+    type Output = Result<http::Response<MeteredBody<RB>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let result = ready!(Pin::new(&mut this.inner).poll(cx));
+        let mut call = this.call.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                // An error is answered trailers-only: its status is in the headers
+                // and the body ends without trailers of its own.
+                if let Some(code) = grpc_status(response.headers()) {
+                    if let Some(mut call) = call.take() {
+                        call.finish(code);
+                    }
                 }
-                Err(err) => {
+                Ok(response.map(|inner| MeteredBody { inner, call }))
+            }
+            Err(err) => {
+                if let Some(mut call) = call {
                     call.finish(Code::Internal);
-                    Err(err)
                 }
+                Err(err)
             }
         })
     }
