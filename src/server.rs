@@ -32,6 +32,7 @@ use crate::{
         authenticate::AuthenticateLayer,
         end_on_drain::EndOnDrainLayer,
         message_limit::MessageLimitLayer,
+        metrics::GrpcMetricsLayer,
         observe::ObserveLayer,
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
         starting::StartingRoutes,
@@ -117,14 +118,18 @@ pub async fn run_with_clock(
     let mut starting = Routes::builder();
     starting.add_service(health_service.clone());
     let routes = StartingRoutes::new(starting.routes().prepare());
+    let served = [
+        grpc::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    // Metrics outermost, so they see the deadline's DEADLINE_EXCEEDED and the end
+    // of every response body.
     let grpc_service = ServiceBuilder::new()
+        .layer(GrpcMetricsLayer::new(&served))
         .layer(GrpcTimeoutLayer)
-        .layer(ObserveLayer::new(&[
-            grpc::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ]))
+        .layer(ObserveLayer::new(&served))
         .layer(MessageLimitLayer)
         .service(routes.clone());
     let mut grpc_server = tokio::spawn(listen::serve(

@@ -85,12 +85,16 @@ impl Domain {
         }
     }
 
-    /// Sets the state gauges: hashing pool, memory views, database pool. All from
-    /// memory: a scrape costs no query (a COUNT per scrape once slowed logins).
+    /// Sets the state gauges: hashing pool, memory views, database pool, the
+    /// process. All from memory: a scrape costs no query (a COUNT per scrape once
+    /// slowed logins).
     pub async fn sample_gauges(&self) {
         let hasher = &self.context.hasher;
         metrics::gauge!("authd_hash_queue_depth").set(hasher.waiting() as f64);
+        metrics::gauge!("authd_hash_queue_capacity").set(hasher.queue_capacity() as f64);
         metrics::gauge!("authd_hash_in_flight").set(hasher.in_flight() as f64);
+        let up = *self.hot.database_up().borrow();
+        metrics::gauge!("authd_database_up").set(if up { 1.0 } else { 0.0 });
         let hot = self.hot.stats();
         metrics::gauge!("authd_view_staleness_seconds").set(hot.staleness_ms as f64 / 1000.0);
         metrics::gauge!("authd_ended_sessions_tracked").set(hot.ended_sessions as f64);
@@ -100,6 +104,7 @@ impl Domain {
         metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(pool.idle as f64);
         metrics::gauge!("authd_db_pool_connections", "state" => "in_use")
             .set(pool.open.saturating_sub(pool.idle) as f64);
+        crate::telemetry::sample_process();
     }
 
     /// The pruner of this replica, on the domain's store and clock; run it with

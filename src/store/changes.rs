@@ -57,6 +57,8 @@ pub struct ChangeRow {
     /// `None` for a kind this version does not know (a newer replica wrote it).
     pub kind: Option<ChangeKind>,
     pub subject: String,
+    /// When it was committed, by the writing replica's clock (Unix ms).
+    pub created_at_ms: i64,
 }
 
 /// Appends a change row inside `txn`.
@@ -119,6 +121,7 @@ impl Store {
                 seq: row.seq,
                 kind: ChangeKind::parse(&row.kind),
                 subject: row.subject,
+                created_at_ms: row.created_at,
             })
             .collect())
     }

@@ -27,7 +27,7 @@ async fn health(channel: Channel, service: &str) -> i32 {
 const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;
 
-async fn set_database_reachable(db: &TestDb, reachable: bool) {
+pub(crate) async fn set_database_reachable(db: &TestDb, reachable: bool) {
     use sqlx::Connection;
     let admin_url = std::env::var("AUTHD_TEST_DATABASE_URL").expect("PostgreSQL test URL");
     let mut admin = sqlx::PgConnection::connect(&admin_url)
