@@ -41,3 +41,4 @@ mod sessions;
 mod storage_faults;
 mod throttling;
 mod tokens;
+mod traces;
