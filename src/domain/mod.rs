@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod signing_keys;
 mod throttle;
+pub mod totp;
 pub mod validation;
 
 use std::{sync::Arc, time::Duration};
