@@ -1,5 +1,6 @@
-//! Accounts: registering, logging in (with throttling and the dummy-hash path) and
-//! creating users from the command line.
+//! Accounts: registering, logging in (with throttling and the dummy-hash path),
+//! creating users from the command line, and passwords: a user changing their own
+//! (checked and throttled as a login is), an operator setting one from the shell.
 //!
 //! A login takes its account's turn (see [`throttle`](super::throttle)) from reading
 //! the failure counter to recording the outcome, so a burst of guesses is checked
@@ -10,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     audit::{Action, Event, Outcome},
-    caller::Caller,
+    caller::{Caller, UserCaller},
     context::Context,
     error::{DomainError, DomainResult},
     hot::{AccessGrant, RoleList},
@@ -20,7 +21,7 @@ use super::{
     validation::{self, Email, FullName, LoginName},
 };
 use crate::store::{
-    entities::user, ChangeKind, LoginFailures, NewSession, NewUser, StoreError, Taken,
+    entities::user, ChangeKind, LoginFailures, NewSession, NewUser, PasswordSet, StoreError, Taken,
 };
 
 /// How long a caller refused for a crowded line is asked to wait.
@@ -47,6 +48,32 @@ pub struct IssuedTokens {
     pub refresh_token: Secret,
     pub expires_in: i64,
     pub refresh_expires_in: i64,
+}
+
+/// What a password check is for, as its audit rows tell it.
+#[derive(Clone, Copy, Debug)]
+enum CheckPurpose<'a> {
+    /// A login by this name (canonical form).
+    Login(&'a LoginName),
+    /// A user changing their own password.
+    ChangePassword,
+}
+
+impl CheckPurpose<'_> {
+    fn action(self) -> Action {
+        match self {
+            CheckPurpose::Login(_) => Action::Login,
+            CheckPurpose::ChangePassword => Action::ChangePassword,
+        }
+    }
+
+    /// The detail's first part: the login as typed, or what failed.
+    fn what(self) -> String {
+        match self {
+            CheckPurpose::Login(login) => format!("login={}", login.as_str()),
+            CheckPurpose::ChangePassword => "wrong current password".to_owned(),
+        }
+    }
 }
 
 /// A session's refresh token, handed out with a new access token.
@@ -183,8 +210,9 @@ impl Accounts {
             Some(id) => Counter::Account(id),
             None => Counter::UnknownLogin(login.as_str()),
         };
+        let purpose = CheckPurpose::Login(&login);
         // Refused while locked before taking a turn: no wait, no hash.
-        self.refuse_if_locked(caller, counter, &login).await?;
+        self.refuse_if_locked(caller, counter, purpose).await?;
         let max_waiting =
             usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
         let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
@@ -193,7 +221,7 @@ impl Accounts {
             });
         };
         // Again with the turn: the checks before this one may have locked it.
-        self.refuse_if_locked(caller, counter, &login).await?;
+        self.refuse_if_locked(caller, counter, purpose).await?;
         let verified = self
             .ctx
             .hasher
@@ -204,7 +232,7 @@ impl Accounts {
             .await?;
         let account = match account {
             Some(account) if verified.matches => account,
-            _ => return Err(self.count_failure(caller, counter, &login).await),
+            _ => return Err(self.count_failure(caller, counter, purpose).await),
         };
         // The right password resets the count, whatever else refuses the login.
         self.ctx.store.clear_login_failures(counter.key()).await?;
@@ -255,7 +283,7 @@ impl Accounts {
         &self,
         caller: &Caller,
         counter: Counter<'_>,
-        login: &LoginName,
+        purpose: CheckPurpose<'_>,
     ) -> DomainResult<()> {
         let Some(failures) = self.ctx.store.login_failures(counter.key()).await? else {
             return Ok(());
@@ -271,9 +299,9 @@ impl Accounts {
                 .note_refusals_audited(counter.key(), until)
                 .await?
         {
-            let mut event = Event::new(Action::Login, Outcome::Throttled).detail(format!(
-                "login={}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
-                login.as_str(),
+            let mut event = Event::new(purpose.action(), Outcome::Throttled).detail(format!(
+                "{}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
+                purpose.what(),
                 whole_seconds(until - now_ms),
                 failures.lockouts,
             ));
@@ -292,7 +320,7 @@ impl Accounts {
         &self,
         caller: &Caller,
         counter: Counter<'_>,
-        login: &LoginName,
+        purpose: CheckPurpose<'_>,
     ) -> DomainError {
         let now_ms = self.ctx.now_ms();
         let policy = self.lockout_policy();
@@ -315,22 +343,155 @@ impl Accounts {
             (
                 Outcome::FailedAndLocked,
                 format!(
-                    "login={}; locked {lock_s} s (lockout {} in a row)",
-                    login.as_str(),
+                    "{}; locked {lock_s} s (lockout {} in a row)",
+                    purpose.what(),
                     after.lockouts
                 ),
             )
         } else {
-            (Outcome::Failed, format!("login={}", login.as_str()))
+            (Outcome::Failed, purpose.what())
         };
-        // A failed check names the login only, as it always has; the lock is an
-        // event about the account, so its row names the account as well.
-        let mut event = Event::new(Action::Login, outcome).detail(detail);
-        if let (true, Some(id)) = (locked, counter.account()) {
+        // A failed login names the login only, as it always has; the lock is an
+        // event about the account, so its row names the account as well, and so
+        // does a failed change of password (the caller's account is known).
+        let mut event = Event::new(purpose.action(), outcome).detail(detail);
+        let names_account = locked || matches!(purpose, CheckPurpose::ChangePassword);
+        if let (true, Some(id)) = (names_account, counter.account()) {
             event = event.subject(id);
         }
         self.ctx.audit.record(caller, event).await;
         DomainError::BadCredentials
+    }
+
+    /// Changes the caller's password. The current one is checked as a login's is,
+    /// in the account's turn and against its throttling counter (a wrong one counts
+    /// as a failed login); then every other session of the user ends, in the
+    /// transaction that stores the new hash, and the caller's stays.
+    pub async fn change_password(
+        &self,
+        caller: &UserCaller,
+        current: Password,
+        new: Password,
+    ) -> DomainResult<()> {
+        validation::required("current_password", current.expose())?;
+        if current.expose().len() > validation::PASSWORD_MAX_BYTES {
+            return Err(DomainError::invalid(
+                "current_password",
+                "must be at most 128 characters",
+            ));
+        }
+        validation::password("new_password", new.expose())?;
+        let account = self
+            .ctx
+            .store
+            .find_user(caller.user_id())
+            .await?
+            .ok_or(DomainError::InvalidToken)?
+            .user;
+        let (counter, purpose) = (Counter::Account(&account.id), CheckPurpose::ChangePassword);
+        let who = caller.caller();
+        self.refuse_if_locked(who, counter, purpose).await?;
+        let max_waiting =
+            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
+        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
+            return Err(DomainError::Throttled {
+                retry_after: CROWDED_RETRY,
+            });
+        };
+        self.refuse_if_locked(who, counter, purpose).await?;
+        let verified = self
+            .ctx
+            .hasher
+            .verify(current, Some(account.password_hash.clone()))
+            .await?;
+        if !verified.matches {
+            return Err(self.count_failure(who, counter, purpose).await);
+        }
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
+        let hash = self.ctx.hasher.hash(new).await?;
+        let ended = self
+            .set_hash(
+                &account.id,
+                hash,
+                Some(caller.session_id()),
+                "password_changed",
+            )
+            .await?
+            .ok_or(DomainError::InvalidToken)?;
+        self.ctx
+            .audit
+            .record(
+                who,
+                Event::new(Action::ChangePassword, Outcome::Ok)
+                    .subject(&account.id)
+                    .detail(format!("other_sessions_ended={ended}")),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Sets a user's password from the shell (`authd user set-password`), with
+    /// Register's rules, ending every session of the user and lifting a lockout
+    /// (the operator vouches for the person). Answers the sessions ended.
+    pub async fn set_password(
+        &self,
+        caller: &Caller,
+        username: &str,
+        password: Password,
+    ) -> DomainResult<u64> {
+        validation::required("username", username)?;
+        validation::no_nul("username", username)?;
+        validation::password("password", password.expose())?;
+        let user = self
+            .ctx
+            .store
+            .find_user_by_username(&username.to_lowercase())
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("no user is named {username}")))?
+            .user;
+        let hash = self.ctx.hasher.hash(password).await?;
+        let ended = self
+            .set_hash(&user.id, hash, None, "password_set")
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("no user is named {username}")))?;
+        self.ctx.store.clear_login_failures(&user.id).await?;
+        self.ctx
+            .audit
+            .record(
+                caller,
+                Event::new(Action::SetPassword, Outcome::Ok)
+                    .subject(&user.id)
+                    .detail(format!("sessions_ended={ended}")),
+            )
+            .await;
+        Ok(ended)
+    }
+
+    /// Stores a new hash and ends the user's sessions but `keep`, telling the hot
+    /// path; `None` when the user no longer exists.
+    async fn set_hash(
+        &self,
+        user_id: &str,
+        hash: String,
+        keep: Option<&str>,
+        reason: &str,
+    ) -> DomainResult<Option<u64>> {
+        let set = self
+            .ctx
+            .store
+            .set_password(user_id, hash, keep, reason, self.ctx.now_ms())
+            .await?;
+        let PasswordSet::Done { sessions_ended } = set else {
+            return Ok(None);
+        };
+        if sessions_ended > 0 {
+            self.ctx
+                .hot
+                .apply(ChangeKind::UserSessionsEnded, user_id)
+                .await;
+        }
+        Ok(Some(sessions_ended))
     }
 
     /// Upgrades a hash made with weaker parameters; a failure only delays it.

@@ -5,8 +5,10 @@
 //! - [`hot`]: `ValidateToken` and `CheckRole`, from memory, behind one owner,
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
-//!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
-//!   administration and who may do it), [`api_keys::ApiKeys`]. They write to the
+//!   login, passwords), [`sessions::Sessions`] (refresh, logout, a user's own
+//!   sessions), [`admin::Admin`] (user administration and who may do it),
+//!   [`api_keys::ApiKeys`], [`recovery::Recovery`] (password-reset and
+//!   email-verification tokens). They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -22,6 +24,7 @@ pub mod hot;
 pub mod model;
 pub mod paging;
 pub mod passwords;
+pub mod recovery;
 pub mod retention;
 pub mod sealing;
 pub mod secrets;
@@ -36,7 +39,7 @@ pub use error::{DomainError, DomainResult};
 
 use self::{
     accounts::Accounts, admin::Admin, api_keys::ApiKeys, context::Context, hot::HotPath,
-    passwords::PasswordHasher, sessions::Sessions,
+    passwords::PasswordHasher, recovery::Recovery, sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -48,6 +51,8 @@ pub struct AuthSettings {
     pub session_max_ttl: Duration,
     pub login_max_failures: u32,
     pub login_lockout: Duration,
+    pub password_reset_ttl: Duration,
+    pub email_verification_ttl: Duration,
 }
 
 /// Every capability, sharing one store, one hot path and one clock.
@@ -58,6 +63,7 @@ pub struct Domain {
     pub sessions: Sessions,
     pub admin: Admin,
     pub api_keys: ApiKeys,
+    pub recovery: Recovery,
     context: Arc<Context>,
 }
 
@@ -75,6 +81,7 @@ impl Domain {
             accounts: Accounts::new(context.clone()),
             admin: Admin::new(context.clone(), sessions.clone()),
             api_keys: ApiKeys::new(context.clone()),
+            recovery: Recovery::new(context.clone()),
             sessions,
             hot,
             context,

@@ -1,7 +1,7 @@
 //! The domain's read models: what the slow path answers with. The transport turns
 //! these into protobuf; store rows (and the password hash in them) stay behind.
 
-use crate::store::{entities::api_key, UserWithRoles};
+use crate::store::{entities::api_key, SessionSummary, UserWithRoles};
 
 /// A user account with the roles granted to it directly.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +14,7 @@ pub struct User {
     pub roles: Vec<String>,
     pub active: bool,
     pub created_at_ms: i64,
+    pub email_verified: bool,
 }
 
 impl From<UserWithRoles> for User {
@@ -27,6 +28,7 @@ impl From<UserWithRoles> for User {
             roles,
             active: user.active,
             created_at_ms: user.created_at,
+            email_verified: user.email_verified,
         }
     }
 }
@@ -59,6 +61,30 @@ impl From<api_key::Model> for ApiKey {
             last_used_at_ms: row.last_used_at,
             revoked: row.revoked_at.is_some(),
             created_by: row.created_by,
+        }
+    }
+}
+
+/// A live session, as its user or an admin sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub last_refreshed_at_ms: Option<i64>,
+    /// The absolute end.
+    pub expires_at_ms: i64,
+    /// The session of the caller's own token.
+    pub current: bool,
+}
+
+impl Session {
+    pub(super) fn from_summary(row: SessionSummary, current: Option<&str>) -> Self {
+        Session {
+            current: current == Some(row.id.as_str()),
+            id: row.id,
+            created_at_ms: row.created_at,
+            last_refreshed_at_ms: row.last_refreshed_at,
+            expires_at_ms: row.expires_at,
         }
     }
 }
