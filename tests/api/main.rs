@@ -23,6 +23,7 @@ mod admin;
 mod api_keys;
 mod cli;
 mod connections;
+mod cookbook;
 mod examples;
 mod limits;
 mod metrics;
