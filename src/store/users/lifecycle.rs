@@ -111,7 +111,7 @@ impl Store {
     /// Erases a user and everything that belongs to it: its roles, sessions,
     /// refresh tokens and account tokens go with the row (`ON DELETE CASCADE`; the
     /// tables later capabilities add for a user join that way), its throttling
-    /// counter is deleted, and audit rows that named it by its login lose the name
+    /// counters are deleted, and audit rows that named it by its login lose the name
     /// (they keep the id). API keys it created stay, with `created_by` its id.
     /// Refuses to erase the last active holder of `guarded_role`, under the same lock
     /// as demotions, so two erasures cannot each leave the other as the last.
@@ -139,7 +139,14 @@ impl Store {
         for login in [&user.username_lc, &user.email_lc] {
             forget_login_in_audit(&txn, login).await?;
         }
-        login_failure::Entity::delete_by_id(user_id)
+        // The account's counter, and any kept under its names (from failures while
+        // the names were unknown): the names are personal data too.
+        login_failure::Entity::delete_many()
+            .filter(login_failure::Column::UsernameLc.is_in([
+                user_id,
+                user.username_lc.as_str(),
+                user.email_lc.as_str(),
+            ]))
             .exec(&txn)
             .await?;
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
