@@ -219,7 +219,7 @@ async fn forget_login_in_audit(
     let prefix = Func::cust(Alias::new("substr"))
         .arg(Expr::col(audit_event::Column::Detail))
         .arg(1)
-        .arg(with_more.chars().count() as i64);
+        .arg(i32::try_from(with_more.chars().count()).unwrap_or(i32::MAX));
     let rows: Vec<(i64, Option<String>)> = audit_event::Entity::find()
         .select_only()
         .column(audit_event::Column::Id)
