@@ -9,9 +9,11 @@ use tokio::net::TcpListener;
 use crate::{
     clock::Clock,
     config::{
-        self, ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HealthArgs, KeysCommand,
-        KeysRewrapArgs, ServeConfig, UserCommand, UserCreateArgs,
+        self, ApiKeyCommand, ApiKeyCreateArgs, Command, DatabaseArgs, HashArgs, HealthArgs,
+        KeysCommand, KeysRewrapArgs, ServeConfig, UserCommand, UserCreateArgs, UserListArgs,
+        UserNameArgs, UserSetPasswordArgs,
     },
+    domain::Domain,
     domain::{
         accounts::Registration, admin::AdminCaller, api_keys::NewKey, caller::Caller,
         sealing::KeyEncryptionKey, secrets::Password, signing_keys,
@@ -32,6 +34,18 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::User {
             command: UserCommand::Create(args),
         } => create_user(args).await,
+        Command::User {
+            command: UserCommand::SetPassword(args),
+        } => set_password(args).await,
+        Command::User {
+            command: UserCommand::List(args),
+        } => list_users(args).await,
+        Command::User {
+            command: UserCommand::Deactivate(args),
+        } => set_active(args, false).await,
+        Command::User {
+            command: UserCommand::Activate(args),
+        } => set_active(args, true).await,
         Command::Keys {
             command: KeysCommand::Rotate(args),
         } => {
@@ -107,7 +121,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
+/// The password on standard input (at most 4 KiB; one trailing newline dropped).
+fn read_password_stdin() -> anyhow::Result<Password> {
     let mut password = String::new();
     std::io::stdin()
         .take(4096)
@@ -115,15 +130,27 @@ async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
         .context("cannot read the password from standard input")?;
     let password = password.strip_suffix('\n').unwrap_or(&password);
     let password = password.strip_suffix('\r').unwrap_or(password).to_owned();
+    Ok(Password::new(password))
+}
 
-    let mut config = ServeConfig::from_defaults(&args.database.database_url);
-    config.database = args.database;
-    config.hashing = args.hashing;
-    let domain = server::build(&config, Clock::system()).await?;
+/// The domain over the database, as `serve` builds it (migrating first), for the
+/// subcommands that act as an operator at the shell.
+async fn domain(database: DatabaseArgs, hashing: Option<HashArgs>) -> anyhow::Result<Domain> {
+    let mut config = ServeConfig::from_defaults(&database.database_url);
+    config.database = database;
+    if let Some(hashing) = hashing {
+        config.hashing = hashing;
+    }
+    server::build(&config, Clock::system()).await
+}
+
+async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
+    let password = read_password_stdin()?;
+    let domain = domain(args.database, Some(args.hashing)).await?;
     let registration = Registration {
         username: args.username,
         email: args.email,
-        password: Password::new(password),
+        password,
         full_name: args.full_name,
         roles: args.roles,
     };
@@ -133,6 +160,72 @@ async fn create_user(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("created user {} ({})", user.username, user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_password(args: UserSetPasswordArgs) -> anyhow::Result<ExitCode> {
+    let password = read_password_stdin()?;
+    let domain = domain(args.database, Some(args.hashing)).await?;
+    let ended = domain
+        .accounts
+        .set_password(&Caller::cli(), &args.username, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "password set for {}; {ended} session(s) ended",
+        args.username
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_users(args: UserListArgs) -> anyhow::Result<ExitCode> {
+    let domain = domain(args.database, None).await?;
+    println!("id\tusername\temail\tactive\troles");
+    let mut page_token = String::new();
+    loop {
+        let page = domain
+            .admin
+            .list_users(500, &page_token)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for user in page.items {
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                user.id,
+                user.username,
+                user.email,
+                user.active,
+                user.roles.join(",")
+            );
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_active(args: UserNameArgs, active: bool) -> anyhow::Result<ExitCode> {
+    let domain = domain(args.database, None).await?;
+    let fail = |e: crate::domain::DomainError| anyhow::anyhow!("{e}");
+    let user = domain
+        .admin
+        .get_user("", &args.username)
+        .await
+        .map_err(|e| match e {
+            crate::domain::DomainError::NotFound(_) => {
+                anyhow::anyhow!("no user is named {}", args.username)
+            }
+            other => fail(other),
+        })?;
+    let user = domain
+        .admin
+        .set_user_active(&AdminCaller::cli(), &user.id, active)
+        .await
+        .map_err(fail)?;
+    let state = if active { "activated" } else { "deactivated" };
+    println!("{state} user {} ({})", user.username, user.id);
     Ok(ExitCode::SUCCESS)
 }
 

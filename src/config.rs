@@ -66,6 +66,45 @@ pub enum Command {
 pub enum UserCommand {
     /// Create a user (the way to make the first admin). Reads the password from stdin.
     Create(UserCreateArgs),
+    /// Set a user's password (recovering a lost admin, say) and end every session
+    /// of the user. Reads the password from stdin. Works whether the server runs
+    /// or not: running replicas refuse the ended sessions within seconds.
+    SetPassword(UserSetPasswordArgs),
+    /// List every user: id, username, email, active, roles.
+    List(UserListArgs),
+    /// Deactivate a user, ending every session (not the last active admin).
+    Deactivate(UserNameArgs),
+    /// Reactivate a user.
+    Activate(UserNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserSetPasswordArgs {
+    /// The user's username (any case).
+    #[arg(long)]
+    pub username: String,
+    /// Read the password from standard input (required: passwords never go in argv).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub hashing: HashArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    /// The user's username (any case).
+    #[arg(long)]
+    pub username: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +389,14 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_LOGIN_LOCKOUT", default_value = "5m", value_parser = parse_duration)]
     pub login_lockout: Duration,
 
+    /// Lifetime of a password-reset token (AdminService.CreatePasswordResetToken).
+    #[arg(long, env = "AUTHD_PASSWORD_RESET_TTL", default_value = "30m", value_parser = parse_duration)]
+    pub password_reset_ttl: Duration,
+
+    /// Lifetime of an email-verification token (CreateEmailVerificationToken).
+    #[arg(long, env = "AUTHD_EMAIL_VERIFICATION_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub email_verification_ttl: Duration,
+
     /// How long ValidateToken/CheckRole may answer from memory while the database is
     /// unreachable; after that they answer UNAVAILABLE.
     #[arg(long, env = "AUTHD_MAX_STALENESS", default_value = "30s", value_parser = parse_duration)]
@@ -447,6 +494,8 @@ impl ServeConfig {
             session_max_ttl: self.session_max_ttl,
             login_max_failures: self.login_max_failures,
             login_lockout: self.login_lockout,
+            password_reset_ttl: self.password_reset_ttl,
+            email_verification_ttl: self.email_verification_ttl,
         }
     }
 

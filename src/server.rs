@@ -212,11 +212,13 @@ fn grpc_routes(domain: &Domain, mut routes: RoutesBuilder) -> anyhow::Result<Rou
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            AuthServiceServer::new(AuthApi::new(domain.clone()))
-                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            AuthenticateLayer::self_service(domain.sessions.clone()).layer(
+                AuthServiceServer::new(AuthApi::new(domain.clone()))
+                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            ),
         )
         .add_service(
-            AuthenticateLayer::new(domain.admin.clone()).layer(
+            AuthenticateLayer::admin(domain.admin.clone()).layer(
                 AdminServiceServer::new(AdminApi::new(domain.clone()))
                     .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
             ),

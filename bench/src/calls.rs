@@ -10,9 +10,12 @@ use std::{
 };
 
 use authd::grpc::pb::{
-    auth_service_client::AuthServiceClient, CheckRoleRequest, RefreshRequest, ValidateTokenRequest,
+    admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+    ChangePasswordRequest, CheckRoleRequest, CreatePasswordResetTokenRequest, RefreshRequest,
+    ResetPasswordRequest, ValidateTokenRequest,
 };
-use tonic::transport::Channel;
+use tokio::task::JoinHandle;
+use tonic::{metadata::MetadataValue, transport::Channel, Request};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::{
@@ -191,5 +194,104 @@ impl Caller for Register {
         let name = fixtures::username(&self.run, "r", self.worker, self.count);
         self.count += 1;
         async move { outcome(client.register(register_request(&name)).await).map(|_| ()) }
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "BAD_TOKEN".to_owned())?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+/// The second password the lifecycle scenarios switch to and back from.
+pub const OTHER_PASSWORD: &str = "bench password, the other one";
+
+/// Changes its own user's password to the other one, and back on the next call.
+/// The password flips only when a change succeeds.
+pub struct ChangePassword {
+    pub clients: Auth,
+    pub access_token: String,
+    pub changed: bool,
+}
+
+impl Caller for ChangePassword {
+    fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        let mut client = self.clients.pick();
+        let (current, new) = if self.changed {
+            (OTHER_PASSWORD, fixtures::PASSWORD)
+        } else {
+            (fixtures::PASSWORD, OTHER_PASSWORD)
+        };
+        let request = with_bearer(
+            ChangePasswordRequest {
+                current_password: current.to_owned(),
+                new_password: new.to_owned(),
+            },
+            &self.access_token,
+        );
+        async move {
+            outcome(client.change_password(request?).await)?;
+            self.changed = !self.changed;
+            Ok(())
+        }
+    }
+}
+
+pub type Admin = AdminServiceClient<Channel>;
+
+/// Asks for a reset token for `user_id` as the admin.
+fn fetch_reset_token(
+    mut admin: Admin,
+    admin_token: String,
+    user_id: String,
+) -> JoinHandle<Result<String, String>> {
+    tokio::spawn(async move {
+        let request = with_bearer(CreatePasswordResetTokenRequest { user_id }, &admin_token)?;
+        Ok(outcome(admin.create_password_reset_token(request).await)?
+            .into_inner()
+            .reset_token)
+    })
+}
+
+/// Spends reset tokens of two users in turn: while one user's token is spent, the
+/// other's is fetched (a newer token voids older ones, so one user's next token
+/// must not be asked for while its current one is in flight).
+pub struct ResetPassword {
+    pub clients: Auth,
+    pub admin: Admin,
+    pub admin_token: String,
+    pub user_ids: [String; 2],
+    pub turn: usize,
+    pub next: Option<JoinHandle<Result<String, String>>>,
+}
+
+impl Caller for ResetPassword {
+    fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        let mut client = self.clients.pick();
+        let fetching = self.next.take().unwrap_or_else(|| {
+            fetch_reset_token(
+                self.admin.clone(),
+                self.admin_token.clone(),
+                self.user_ids[self.turn].clone(),
+            )
+        });
+        self.turn = 1 - self.turn;
+        self.next = Some(fetch_reset_token(
+            self.admin.clone(),
+            self.admin_token.clone(),
+            self.user_ids[self.turn].clone(),
+        ));
+        async move {
+            let reset_token = fetching.await.map_err(|_| "FETCH_PANICKED".to_owned())??;
+            let request = ResetPasswordRequest {
+                reset_token,
+                new_password: OTHER_PASSWORD.to_owned(),
+            };
+            outcome(client.reset_password(request).await).map(|_| ())
+        }
     }
 }

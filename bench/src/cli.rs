@@ -185,6 +185,14 @@ pub enum Scenario {
     Refresh,
     /// Register a new account per call.
     Register,
+    /// Each worker changes its own user's password back and forth with that user's
+    /// access token (the server verifies the current one and hashes the new one).
+    ChangePassword,
+    /// Each worker spends password-reset tokens for two users of its own in turn,
+    /// the next token fetched (CreatePasswordResetToken, as an admin the bench makes
+    /// with `authd user create`) while the current one is spent; only when the bench
+    /// starts the server.
+    ResetPassword,
     /// ValidateToken at --rate while a login storm of --concurrency saturates the
     /// hashing pool; the two are reported separately.
     Mixed,
@@ -205,6 +213,8 @@ impl Scenario {
             Scenario::Login => "login",
             Scenario::Refresh => "refresh",
             Scenario::Register => "register",
+            Scenario::ChangePassword => "change-password",
+            Scenario::ResetPassword => "reset-password",
             Scenario::Mixed => "mixed",
             Scenario::Hash => "hash",
             Scenario::Startup => "startup",

@@ -65,16 +65,27 @@ pub async fn register_users(
     to: usize,
 ) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = (from..to).map(|i| username(run, "u", i, 0)).collect();
+    register_named(clients, &names).await?;
+    Ok(names)
+}
+
+/// Registers the users `names` (with [`PASSWORD`]); answers their ids.
+pub async fn register_named(
+    clients: &[AuthServiceClient<Channel>],
+    names: &[String],
+) -> anyhow::Result<Vec<String>> {
     let requests: Vec<RegisterRequest> = names.iter().map(|n| register_request(n)).collect();
     in_parallel(clients, requests, |mut client, request| async move {
         client
             .register(request)
             .await
-            .map(|_| ())
-            .map_err(|s| anyhow!("Register: {s}"))
+            .map_err(|s| anyhow!("Register: {s}"))?
+            .into_inner()
+            .user
+            .map(|user| user.id)
+            .ok_or_else(|| anyhow!("Register answered without a user"))
     })
-    .await?;
-    Ok(names)
+    .await
 }
 
 /// `count` logins spread round-robin over `users`: that many live sessions.
@@ -137,4 +148,42 @@ where
     }
     results.sort_by_key(|(index, _)| *index);
     Ok(results.into_iter().map(|(_, out)| out).collect())
+}
+
+/// Makes an admin with the server's own command line (`authd user create --role
+/// admin`, on the database the server runs on) and logs it in: its access token.
+pub async fn admin_token(
+    clients: &[AuthServiceClient<Channel>],
+    launch: &crate::server::Launch,
+    run: &str,
+) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let name = username(run, "admin", 0, 0);
+    let mut child = tokio::process::Command::new(&launch.binary)
+        .args(["user", "create", "--username", &name, "--email"])
+        .arg(format!("{name}@bench.example"))
+        .args(["--role", "admin", "--password-stdin"])
+        .env("AUTHD_DATABASE_URL", &launch.database_url)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running authd user create")?;
+    let mut stdin = child.stdin.take().context("stdin of authd user create")?;
+    stdin.write_all(PASSWORD.as_bytes()).await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "authd user create: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let pairs = log_in(clients, &[name], 1).await?;
+    pairs
+        .into_iter()
+        .next()
+        .map(|pair| pair.access_token)
+        .ok_or_else(|| anyhow!("the admin's login answered nothing"))
 }

@@ -57,6 +57,7 @@ pub async fn run(options: Options, pinning: Pinning) -> anyhow::Result<Report> {
         None => Vec::new(),
     };
     let mut fixtures = Fixtures::new(&channels);
+    fixtures.launch = target.as_ref().and_then(|t| t.launch.clone());
 
     for &scenario in &options.scenario {
         if let Some(Target {
@@ -207,6 +208,11 @@ struct Fixtures {
     run: String,
     users: Vec<String>,
     tokens: Vec<String>,
+    /// How the server was started, when this process started it (to make an admin).
+    launch: Option<Launch>,
+    admin_token: Option<String>,
+    /// Users made for one scenario each, so far (their names never repeat).
+    own_users: usize,
 }
 
 impl Fixtures {
@@ -216,9 +222,38 @@ impl Fixtures {
             run: fixtures::run_id(),
             users: Vec::new(),
             tokens: Vec::new(),
+            launch: None,
+            admin_token: None,
+            own_users: 0,
         };
         f.reconnect(channels);
         f
+    }
+
+    /// `count` new users nobody else uses (scenarios that change their passwords);
+    /// answers (username, id) pairs.
+    async fn own_users(&mut self, count: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let names: Vec<String> = (self.own_users..self.own_users + count)
+            .map(|i| fixtures::username(&self.run, "o", i, 0))
+            .collect();
+        self.own_users += count;
+        eprintln!("  registering {count} users of their own");
+        let ids = fixtures::register_named(&self.clients, &names).await?;
+        Ok(names.into_iter().zip(ids).collect())
+    }
+
+    /// An admin's access token, made once (needs a server this process started).
+    async fn admin_token(&mut self) -> anyhow::Result<String> {
+        if let Some(token) = &self.admin_token {
+            return Ok(token.clone());
+        }
+        let launch = self
+            .launch
+            .as_ref()
+            .context("reset-password makes an admin with `authd user create` on the server's database; drop --addr")?;
+        let token = fixtures::admin_token(&self.clients, launch, &self.run).await?;
+        self.admin_token = Some(token.clone());
+        Ok(token)
     }
 
     fn reconnect(&mut self, channels: &[Channel]) {
@@ -403,6 +438,39 @@ async fn run_scenario(
                 count: 0,
             };
             drive(name, make, &plan, &mut context).await
+        }
+        (Scenario::ChangePassword, _) => {
+            let users = fixtures.own_users(workers).await?;
+            let names: Vec<String> = users.into_iter().map(|(name, _)| name).collect();
+            let pairs = fixtures::log_in(&fixtures.clients, &names, workers).await?;
+            let callers: Vec<calls::ChangePassword> = pairs
+                .into_iter()
+                .map(|pair| calls::ChangePassword {
+                    clients: auth.clone(),
+                    access_token: pair.access_token,
+                    changed: false,
+                })
+                .collect();
+            let ctx = context(name, mode(options.rate), workers);
+            vec![measure(ctx, server_pid, run_loop(callers, options.rate, window)).await]
+        }
+        (Scenario::ResetPassword, _) => {
+            let admin_token = fixtures.admin_token().await?;
+            let users = fixtures.own_users(2 * workers).await?;
+            let callers: Vec<calls::ResetPassword> = users
+                .chunks(2)
+                .enumerate()
+                .map(|(w, pair)| calls::ResetPassword {
+                    clients: auth.clone(),
+                    admin: calls::Admin::new(channels[w % channels.len()].clone()),
+                    admin_token: admin_token.clone(),
+                    user_ids: [pair[0].1.clone(), pair[pair.len() - 1].1.clone()],
+                    turn: 0,
+                    next: None,
+                })
+                .collect();
+            let ctx = context(name, mode(options.rate), workers);
+            vec![measure(ctx, server_pid, run_loop(callers, options.rate, window)).await]
         }
         (Scenario::Mixed, raw) => {
             let users = fixtures.users(TOKEN_USERS).await?;

@@ -1,7 +1,7 @@
 //! User administration for AdminService: who may call it (a user's access token,
 //! holding `admin` now; never an API key), and what they may do: look users up,
-//! page through them, grant and take roles, deactivate and reactivate, end
-//! sessions. Nobody can remove the last active admin.
+//! page through them, change and erase them, grant and take roles, deactivate and
+//! reactivate, list and end sessions. Nobody can remove the last active admin.
 
 use std::sync::Arc;
 
@@ -10,12 +10,23 @@ use super::{
     caller::{Actor, Caller},
     context::Context,
     error::{DomainError, DomainResult},
-    model::{Page, User},
+    model::{Page, Session, User},
     paging,
     sessions::Sessions,
-    validation,
+    validation::{self, Email, FullName},
 };
-use crate::store::{Activation, ChangeKind, UserWithRoles, Withdrawal};
+use crate::store::{
+    Activation, ChangeKind, Erasure, ProfileChange, ProfileUpdate, StoreError, UserWithRoles,
+    Withdrawal,
+};
+
+/// A change to a user's profile as an admin asks for it; `None` leaves a field.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+}
 
 /// The role AdminService requires, and that must always keep an active holder.
 pub const ADMIN_ROLE: &str = "admin";
@@ -225,6 +236,124 @@ impl Admin {
         self.record(caller, Action::RevokeSessions, Outcome::Ok, id, detail)
             .await;
         Ok(ended)
+    }
+
+    /// Changes username, email and full name with Register's rules; the unique
+    /// indexes decide races, so of concurrent renames to one name one wins.
+    pub async fn update_user(
+        &self,
+        caller: &AdminCaller,
+        user_id: &str,
+        changes: UserChanges,
+    ) -> DomainResult<User> {
+        validation::uuid("user_id", user_id)?;
+        if let Some(username) = &changes.username {
+            validation::username("username", username)?;
+        }
+        let email = changes
+            .email
+            .as_deref()
+            .map(|email| Email::parse("email", email))
+            .transpose()?;
+        let full_name = changes
+            .full_name
+            .as_deref()
+            .map(|name| FullName::parse("full_name", name))
+            .transpose()?;
+        let mut fields: Vec<&str> = Vec::new();
+        for (name, given) in [
+            ("username", changes.username.is_some()),
+            ("email", email.is_some()),
+            ("full_name", full_name.is_some()),
+        ] {
+            if given {
+                fields.push(name);
+            }
+        }
+        let updated = self
+            .ctx
+            .store
+            .update_profile(ProfileUpdate {
+                user_id: user_id.to_owned(),
+                username: changes.username,
+                email: email.map(Email::into_string),
+                full_name: full_name.map(FullName::into_string),
+                now_ms: self.ctx.now_ms(),
+            })
+            .await;
+        match updated {
+            Ok(ProfileChange::Updated) => {}
+            Ok(ProfileChange::NoSuchUser) => {
+                return Err(DomainError::NotFound(format!(
+                    "user {user_id} does not exist"
+                )))
+            }
+            Err(StoreError::Conflict) => {
+                return Err(DomainError::AlreadyExists(
+                    "username or email is already taken".into(),
+                ))
+            }
+            Err(other) => return Err(other.into()),
+        }
+        self.ctx.hot.apply(ChangeKind::User, user_id).await;
+        let detail = format!("fields={}", fields.join(","));
+        self.record(caller, Action::UpdateUser, Outcome::Ok, user_id, detail)
+            .await;
+        self.existing_user(user_id).await.map(User::from)
+    }
+
+    /// Erases a user and all that is theirs (see `Store::erase_user`); its tokens
+    /// stop validating at once here and within the feed's poll elsewhere.
+    pub async fn delete_user(&self, caller: &AdminCaller, user_id: &str) -> DomainResult<()> {
+        validation::uuid("user_id", user_id)?;
+        let erasure = self
+            .ctx
+            .store
+            .erase_user(user_id, ADMIN_ROLE, self.ctx.now_ms())
+            .await?;
+        match erasure {
+            Erasure::Erased => {}
+            Erasure::NoSuchUser => {
+                return Err(DomainError::NotFound(format!(
+                    "user {user_id} does not exist"
+                )))
+            }
+            Erasure::RefusedLastHolder => {
+                self.record(
+                    caller,
+                    Action::DeleteUser,
+                    Outcome::RefusedLastAdmin,
+                    user_id,
+                    String::new(),
+                )
+                .await;
+                return Err(DomainError::FailedPrecondition(
+                    "cannot delete the last active admin; make another user admin first".into(),
+                ));
+            }
+        }
+        self.ctx.hot.apply(ChangeKind::User, user_id).await;
+        self.ctx
+            .audit
+            .record(
+                caller.caller(),
+                Event::new(Action::DeleteUser, Outcome::Ok).subject(user_id),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// A page of a user's live sessions, oldest first.
+    pub async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> DomainResult<Page<Session>> {
+        let user = self.existing_user(user_id).await?;
+        self.sessions
+            .list_of(&user.user.id, page_size, page_token)
+            .await
     }
 
     async fn existing_user(&self, user_id: &str) -> DomainResult<UserWithRoles> {

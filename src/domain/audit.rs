@@ -26,6 +26,16 @@ pub enum Action {
     CreateApiKey,
     RevokeApiKey,
     ApiKeyFirstUse,
+    ChangePassword,
+    RevokeSession,
+    /// A password set by an operator (`authd user set-password`).
+    SetPassword,
+    CreatePasswordResetToken,
+    ResetPassword,
+    CreateEmailVerificationToken,
+    VerifyEmail,
+    UpdateUser,
+    DeleteUser,
 }
 
 impl Action {
@@ -44,6 +54,15 @@ impl Action {
             Action::CreateApiKey => "create_api_key",
             Action::RevokeApiKey => "revoke_api_key",
             Action::ApiKeyFirstUse => "api_key_first_use",
+            Action::ChangePassword => "change_password",
+            Action::RevokeSession => "revoke_session",
+            Action::SetPassword => "set_password",
+            Action::CreatePasswordResetToken => "create_password_reset_token",
+            Action::ResetPassword => "reset_password",
+            Action::CreateEmailVerificationToken => "create_email_verification_token",
+            Action::VerifyEmail => "verify_email",
+            Action::UpdateUser => "update_user",
+            Action::DeleteUser => "delete_user",
         }
     }
 }

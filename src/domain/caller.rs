@@ -52,3 +52,39 @@ impl Caller {
         }
     }
 }
+
+/// A user acting on their own account with an access token the transport checked:
+/// only [`Sessions::authorize_user`](super::sessions::Sessions::authorize_user)
+/// makes one. API keys never are one.
+#[derive(Clone, Debug)]
+pub struct UserCaller {
+    caller: Caller,
+    user_id: String,
+    session_id: String,
+}
+
+impl UserCaller {
+    pub(super) fn new(user_id: String, session_id: String, peer: Option<String>) -> Self {
+        UserCaller {
+            caller: Caller {
+                actor: Actor::User(user_id.clone()),
+                peer,
+            },
+            user_id,
+            session_id,
+        }
+    }
+
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The session of the token the call came with.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}

@@ -6,7 +6,8 @@
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
-//!   administration and who may do it), [`api_keys::ApiKeys`], [`audit_trail::AuditTrail`]
+//!   administration and who may do it), [`api_keys::ApiKeys`], [`recovery::Recovery`]
+//!   (password-reset and email-verification tokens), [`audit_trail::AuditTrail`]
 //!   (reading the audit trail). They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
@@ -24,6 +25,7 @@ pub mod hot;
 pub mod model;
 pub mod paging;
 pub mod passwords;
+pub mod recovery;
 pub mod retention;
 pub mod sealing;
 pub mod secrets;
@@ -39,7 +41,7 @@ pub use error::{DomainError, DomainResult};
 
 use self::{
     accounts::Accounts, admin::Admin, api_keys::ApiKeys, audit_trail::AuditTrail, context::Context,
-    hot::HotPath, passwords::PasswordHasher, sessions::Sessions,
+    hot::HotPath, passwords::PasswordHasher, recovery::Recovery, sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -51,6 +53,8 @@ pub struct AuthSettings {
     pub session_max_ttl: Duration,
     pub login_max_failures: u32,
     pub login_lockout: Duration,
+    pub password_reset_ttl: Duration,
+    pub email_verification_ttl: Duration,
 }
 
 /// Every capability, sharing one store, one hot path and one clock.
@@ -62,6 +66,7 @@ pub struct Domain {
     pub admin: Admin,
     pub api_keys: ApiKeys,
     pub audit: AuditTrail,
+    pub recovery: Recovery,
     context: Arc<Context>,
 }
 
@@ -80,6 +85,7 @@ impl Domain {
             admin: Admin::new(context.clone(), sessions.clone()),
             api_keys: ApiKeys::new(context.clone()),
             audit: AuditTrail::new(context.clone()),
+            recovery: Recovery::new(context.clone()),
             sessions,
             hot,
             context,

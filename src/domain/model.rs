@@ -3,7 +3,7 @@
 
 use crate::store::{
     entities::{api_key, audit_event},
-    UserWithRoles,
+    SessionSummary, UserWithRoles,
 };
 
 /// A user account with the roles granted to it directly.
@@ -17,6 +17,7 @@ pub struct User {
     pub roles: Vec<String>,
     pub active: bool,
     pub created_at_ms: i64,
+    pub email_verified: bool,
 }
 
 impl From<UserWithRoles> for User {
@@ -30,6 +31,7 @@ impl From<UserWithRoles> for User {
             roles,
             active: user.active,
             created_at_ms: user.created_at,
+            email_verified: user.email_verified,
         }
     }
 }
@@ -92,6 +94,30 @@ impl From<audit_event::Model> for AuditRecord {
             subject: row.subject,
             peer: row.peer,
             detail: row.detail,
+        }
+    }
+}
+
+/// A live session, as its user or an admin sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub last_refreshed_at_ms: Option<i64>,
+    /// The absolute end.
+    pub expires_at_ms: i64,
+    /// The session of the caller's own token.
+    pub current: bool,
+}
+
+impl Session {
+    pub(super) fn from_summary(row: SessionSummary, current: Option<&str>) -> Self {
+        Session {
+            current: current == Some(row.id.as_str()),
+            id: row.id,
+            created_at_ms: row.created_at,
+            last_refreshed_at_ms: row.last_refreshed_at,
+            expires_at_ms: row.expires_at,
         }
     }
 }

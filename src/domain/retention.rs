@@ -17,7 +17,8 @@
 //!   [`CHANGE_MARGIN_MS`] (replicas that fell further behind reload everything);
 //! - login-failure rows whose last failure is older than the lockout and that are
 //!   not locked (a lock that ended [`MARGIN_MS`] ago counts as ended);
-//! - audit rows older than `AUTHD_AUDIT_RETENTION`.
+//! - audit rows older than `AUTHD_AUDIT_RETENTION`;
+//! - password-reset and email-verification tokens expired [`MARGIN_MS`] ago.
 //!
 //! Never on the hot path: the views answer from memory; only the writer connection
 //! is shared, one short batch at a time. Time comes from the [`Clock`].
@@ -67,6 +68,9 @@ impl RetentionSettings {
             failures_before: now_ms.saturating_sub(millis(self.login_lockout)),
             unlocked_before: now_ms.saturating_sub(MARGIN_MS),
             audit_before: now_ms.saturating_sub(millis(self.audit_retention)),
+            // An expired token is refused whatever its row says; the margin covers
+            // replicas whose clocks differ a little.
+            account_tokens_expired_before: now_ms.saturating_sub(MARGIN_MS),
         }
     }
 }

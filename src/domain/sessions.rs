@@ -1,14 +1,17 @@
-//! Sessions after login: refresh-token rotation with reuse detection, logout, and
-//! ending every session of a user.
+//! Sessions after login: refresh-token rotation with reuse detection, logout,
+//! ending every session of a user, and what a user sees and ends of their own
+//! sessions (with the access token the transport checked, [`UserCaller`]).
 
 use std::sync::Arc;
 
 use super::{
     accounts::{access_expiry_bound, issue_pair, IssuedTokens, SessionRefresh},
     audit::{Action, Event, Outcome},
-    caller::Caller,
+    caller::{Caller, UserCaller},
     context::Context,
     error::{DomainError, DomainResult},
+    model::{Page, Session},
+    paging,
     secrets::{digest_hex, random_token, Secret},
     validation,
 };
@@ -125,6 +128,103 @@ impl Sessions {
                 )
                 .await;
         }
+        Ok(())
+    }
+
+    /// Authorises a self-service call made with `token`: a user's access token in
+    /// a live session. API keys are refused: they have no password and no sessions.
+    pub async fn authorize_user(
+        &self,
+        token: &str,
+        peer: Option<String>,
+    ) -> DomainResult<UserCaller> {
+        let principal = self.ctx.hot.validate(token).await?;
+        if principal.is_api_key() {
+            return Err(DomainError::PermissionDenied(
+                "this call acts on a user's own account and needs that user's access token; an API key cannot make it".into(),
+            ));
+        }
+        Ok(UserCaller::new(
+            principal.subject_id().to_owned(),
+            principal.session_id().to_owned(),
+            peer,
+        ))
+    }
+
+    /// The caller's live sessions, oldest first (at most the largest page).
+    pub async fn list_own(&self, caller: &UserCaller) -> DomainResult<Vec<Session>> {
+        let page = self
+            .ctx
+            .store
+            .sessions_of_user(
+                caller.user_id(),
+                self.ctx.now_ms(),
+                None,
+                paging::MAX_PAGE_SIZE,
+            )
+            .await?;
+        Ok(page
+            .items
+            .into_iter()
+            .map(|row| Session::from_summary(row, Some(caller.session_id())))
+            .collect())
+    }
+
+    /// A page of a user's live sessions (the user is known to exist).
+    pub(super) async fn list_of(
+        &self,
+        user_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> DomainResult<Page<Session>> {
+        let limit = paging::page_size(page_size)?;
+        let after = paging::decode(page_token)?;
+        let page = self
+            .ctx
+            .store
+            .sessions_of_user(user_id, self.ctx.now_ms(), after, limit)
+            .await?;
+        let last = page.items.last().map(|s| (s.created_at, s.id.as_str()));
+        Ok(Page {
+            next_page_token: paging::next_token(page.has_more, last),
+            items: page
+                .items
+                .into_iter()
+                .map(|row| Session::from_summary(row, None))
+                .collect(),
+        })
+    }
+
+    /// Ends one of the caller's live sessions; another user's, an unknown or an
+    /// ended one is `NotFound`, alike.
+    pub async fn revoke_own(&self, caller: &UserCaller, session_id: &str) -> DomainResult<()> {
+        let not_found = || DomainError::NotFound("you have no live session with this id".into());
+        validation::required("session_id", session_id)?;
+        if validation::uuid("session_id", session_id).is_err() {
+            return Err(not_found());
+        }
+        let ctx = &self.ctx;
+        let ended = ctx
+            .store
+            .end_session_of_user(
+                caller.user_id(),
+                session_id,
+                "revoked_by_user",
+                ctx.now_ms(),
+            )
+            .await?;
+        if !ended {
+            return Err(not_found());
+        }
+        ctx.hot.apply(ChangeKind::SessionEnded, session_id).await;
+        ctx.audit
+            .record(
+                caller.caller(),
+                Event::new(Action::RevokeSession, Outcome::Ok)
+                    .subject(caller.user_id())
+                    .detail(format!("session={session_id}")),
+            )
+            .await;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use super::{
     convert,
     pb::{self, admin_service_server::AdminService},
 };
-use crate::domain::{api_keys::NewKey, audit_trail::AuditQuery, Domain};
+use crate::domain::{admin::UserChanges, api_keys::NewKey, audit_trail::AuditQuery, Domain};
 
 pub struct AdminApi {
     domain: Domain,
@@ -192,6 +192,88 @@ impl AdminService for AdminApi {
             .await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {
             key: Some(convert::api_key(key)),
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let r = request.into_inner();
+        let changes = UserChanges {
+            username: r.username,
+            email: r.email,
+            full_name: r.full_name,
+        };
+        let user = self
+            .domain
+            .admin
+            .update_user(&caller, &r.user_id, changes)
+            .await?;
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(convert::user(user)),
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        self.domain
+            .admin
+            .delete_user(&caller, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_user_sessions(
+        &self,
+        request: Request<pb::ListUserSessionsRequest>,
+    ) -> Result<Response<pb::ListUserSessionsResponse>, Status> {
+        admin_caller(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .domain
+            .admin
+            .list_user_sessions(&r.user_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListUserSessionsResponse {
+            sessions: page.items.into_iter().map(convert::session).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_password_reset_token(
+        &self,
+        request: Request<pb::CreatePasswordResetTokenRequest>,
+    ) -> Result<Response<pb::CreatePasswordResetTokenResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let issued = self
+            .domain
+            .recovery
+            .create_password_reset_token(&caller, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::CreatePasswordResetTokenResponse {
+            expires_at: Some(convert::timestamp_ms(issued.expires_at_ms)),
+            reset_token: issued.secret.into_inner(),
+        }))
+    }
+
+    async fn create_email_verification_token(
+        &self,
+        request: Request<pb::CreateEmailVerificationTokenRequest>,
+    ) -> Result<Response<pb::CreateEmailVerificationTokenResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let issued = self
+            .domain
+            .recovery
+            .create_email_verification_token(&caller, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::CreateEmailVerificationTokenResponse {
+            expires_at: Some(convert::timestamp_ms(issued.expires_at_ms)),
+            verification_token: issued.secret.into_inner(),
         }))
     }
 }

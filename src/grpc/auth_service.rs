@@ -1,8 +1,11 @@
-//! `auth.v1.AuthService`: thin handlers that call the domain.
+//! `auth.v1.AuthService`: thin handlers that call the domain. The self-service
+//! methods arrive with the user [`super::authenticate::AuthenticateLayer`]
+//! authorised; the others need no credentials.
 
 use tonic::{Request, Response, Status};
 
 use super::{
+    authenticate::user_caller,
     convert,
     pb::{self, auth_service_server::AuthService},
 };
@@ -120,6 +123,81 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse {
             jwks_json: self.domain.hot.jwks_json(),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = user_caller(&request)?;
+        let r = request.into_inner();
+        self.domain
+            .accounts
+            .change_password(
+                &caller,
+                Password::new(r.current_password),
+                Password::new(r.new_password),
+            )
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = user_caller(&request)?;
+        let sessions = self.domain.sessions.list_own(&caller).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(convert::session).collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let caller = user_caller(&request)?;
+        self.domain
+            .sessions
+            .revoke_own(&caller, &request.get_ref().session_id)
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        self.domain
+            .recovery
+            .reset_password(
+                &caller,
+                Secret::new(r.reset_token),
+                Password::new(r.new_password),
+            )
+            .await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let caller = caller(&request);
+        let user = self
+            .domain
+            .recovery
+            .verify_email(
+                &caller,
+                Secret::new(request.into_inner().verification_token),
+            )
+            .await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user: Some(convert::user(user)),
         }))
     }
 }

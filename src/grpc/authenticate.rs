@@ -1,9 +1,15 @@
-//! Caller authentication at the transport's edge: a tower layer around a service
-//! whose every method needs a caller (AdminService). It reads `authorization:
-//! Bearer <token>` once, has the domain authorise it, and puts the authorised
-//! [`AdminCaller`] into the request's extensions; handlers take it from there
-//! ([`admin_caller`]). A handler cannot forget the check: without the layer there
-//! is no caller, and the call fails closed.
+//! Caller authentication at the transport's edge: a tower layer that reads
+//! `authorization: Bearer <token>` once, has the domain authorise it, and puts the
+//! authorised caller into the request's extensions; handlers take it from there.
+//! A handler cannot forget the check: without the layer there is no caller, and
+//! the call fails closed.
+//!
+//! Two policies: [`AuthenticateLayer::admin`] around AdminService, where every
+//! method needs an [`AdminCaller`] ([`admin_caller`]); and
+//! [`AuthenticateLayer::self_service`] around AuthService, where only the methods
+//! in [`SELF_SERVICE_METHODS`] need a [`UserCaller`] ([`user_caller`]) and every
+//! other call (ValidateToken on the hot path among them) passes straight through,
+//! without an allocation or a look at its headers.
 
 use std::{
     future::Future,
@@ -14,16 +20,46 @@ use std::{
 use tonic::{body::Body, server::NamedService, Status};
 use tower::{Layer, Service};
 
-use crate::domain::admin::{Admin, AdminCaller};
+use crate::domain::{
+    admin::{Admin, AdminCaller},
+    caller::UserCaller,
+    sessions::Sessions,
+};
+
+/// The AuthService methods that act as the user of the bearer token, by path.
+pub const SELF_SERVICE_METHODS: [&str; 3] = [
+    "/auth.v1.AuthService/ChangePassword",
+    "/auth.v1.AuthService/ListSessions",
+    "/auth.v1.AuthService/RevokeSession",
+];
+
+/// Who must be authenticated, and who authorises them.
+#[derive(Clone)]
+enum Policy {
+    /// Every call: an admin's access token.
+    Admin(Admin),
+    /// The self-service methods: a user's access token; other calls need nothing.
+    SelfService(Sessions),
+}
 
 #[derive(Clone)]
 pub struct AuthenticateLayer {
-    admin: Admin,
+    policy: Policy,
 }
 
 impl AuthenticateLayer {
-    pub fn new(admin: Admin) -> Self {
-        AuthenticateLayer { admin }
+    /// For AdminService: every call needs an admin.
+    pub fn admin(admin: Admin) -> Self {
+        AuthenticateLayer {
+            policy: Policy::Admin(admin),
+        }
+    }
+
+    /// For AuthService: the self-service methods need a user.
+    pub fn self_service(sessions: Sessions) -> Self {
+        AuthenticateLayer {
+            policy: Policy::SelfService(sessions),
+        }
     }
 }
 
@@ -33,7 +69,7 @@ impl<S> Layer<S> for AuthenticateLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authenticated {
             inner,
-            admin: self.admin.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -41,50 +77,95 @@ impl<S> Layer<S> for AuthenticateLayer {
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    admin: Admin,
+    policy: Policy,
 }
 
 impl<S: NamedService> NamedService for Authenticated<S> {
     const NAME: &'static str = S::NAME;
 }
 
+type Checking<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A call that needs no caller runs as it is; one that does is boxed with the
+    /// check in front of it.
+    #[project = AuthenticatedFutureProj]
+    pub enum AuthenticatedFuture<F, E> {
+        Passed { #[pin] call: F },
+        Checked { call: Checking<E> },
+    }
+}
+
+impl<F, E> Future for AuthenticatedFuture<F, E>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthenticatedFutureProj::Passed { call } => call.poll(cx),
+            AuthenticatedFutureProj::Checked { call } => call.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<S, B> Service<http::Request<B>> for Authenticated<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: 'static,
     B: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = AuthenticatedFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let policy = match &self.policy {
+            Policy::SelfService(_) if !SELF_SERVICE_METHODS.contains(&request.uri().path()) => {
+                return AuthenticatedFuture::Passed {
+                    call: self.inner.call(request),
+                };
+            }
+            policy => policy.clone(),
+        };
         // The clone is ready only after its own poll_ready; keep the one that is.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let admin = self.admin.clone();
-        Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map(|addr| addr.to_string());
-            let authorised = match bearer_token(request.headers()) {
-                Ok(token) => admin.authorize(token, peer).await.map_err(Status::from),
-                Err(status) => Err(status),
-            };
-            match authorised {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
+        AuthenticatedFuture::Checked {
+            call: Box::pin(async move {
+                let peer = request
+                    .extensions()
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr())
+                    .map(|addr| addr.to_string());
+                let token = match bearer_token(request.headers()) {
+                    Ok(token) => token.to_owned(),
+                    Err(status) => return Ok(status.into_http()),
+                };
+                let authorised = match policy {
+                    Policy::Admin(admin) => admin
+                        .authorize(&token, peer)
+                        .await
+                        .map(|caller| request.extensions_mut().insert(caller))
+                        .map(drop),
+                    Policy::SelfService(sessions) => sessions
+                        .authorize_user(&token, peer)
+                        .await
+                        .map(|caller| request.extensions_mut().insert(caller))
+                        .map(drop),
+                };
+                match authorised {
+                    Ok(()) => inner.call(request).await,
+                    Err(err) => Ok(Status::from(err).into_http()),
                 }
-                Err(status) => Ok(status.into_http()),
-            }
-        })
+            }),
+        }
     }
 }
 
@@ -115,6 +196,18 @@ pub fn admin_caller<T>(request: &tonic::Request<T>) -> Result<AdminCaller, Statu
         .cloned()
         .ok_or_else(|| {
             tracing::error!("an AdminService call reached its handler unauthenticated");
+            Status::internal("the call was not authenticated")
+        })
+}
+
+/// The user the layer authorised for this self-service call.
+pub fn user_caller<T>(request: &tonic::Request<T>) -> Result<UserCaller, Status> {
+    request
+        .extensions()
+        .get::<UserCaller>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!("a self-service call reached its handler unauthenticated");
             Status::internal("the call was not authenticated")
         })
 }

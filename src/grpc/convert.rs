@@ -6,7 +6,7 @@ use super::pb;
 use crate::domain::{
     accounts::IssuedTokens,
     hot::Principal,
-    model::{ApiKey, AuditRecord, User},
+    model::{ApiKey, AuditRecord, Session, User},
     DomainError,
 };
 
@@ -33,6 +33,17 @@ pub fn user(user: User) -> pb::User {
         roles: user.roles,
         active: user.active,
         created_at: Some(timestamp_ms(user.created_at_ms)),
+        email_verified: user.email_verified,
+    }
+}
+
+pub fn session(session: Session) -> pb::Session {
+    pb::Session {
+        id: session.id,
+        created_at: Some(timestamp_ms(session.created_at_ms)),
+        last_refreshed_at: session.last_refreshed_at_ms.map(timestamp_ms),
+        expires_at: Some(timestamp_ms(session.expires_at_ms)),
+        current: session.current,
     }
 }
 

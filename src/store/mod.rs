@@ -10,6 +10,7 @@
 
 pub mod entities;
 
+mod account_tokens;
 mod api_keys;
 mod audit;
 mod changes;
@@ -24,6 +25,7 @@ mod prune;
 mod sessions;
 mod users;
 
+pub use account_tokens::{NewAccountToken, PasswordReset, TokenPurpose};
 pub use api_keys::NewApiKey;
 pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
@@ -36,8 +38,12 @@ pub use paging::Page;
 pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,
+    SessionSummary,
 };
-pub use users::{Activation, NewUser, Taken, UserWithRoles, Withdrawal};
+pub use users::{
+    Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, UserWithRoles,
+    Withdrawal,
+};
 
 use std::{
     ops::Deref,

@@ -25,7 +25,7 @@ use sea_orm::{
 use sqlx::{ConnectOptions, Connection};
 
 use super::{
-    entities::{audit_event, change, login_failure, refresh_token, session},
+    entities::{account_token, audit_event, change, login_failure, refresh_token, session},
     locks::AdvisoryLock,
     Backend, Store, StoreError,
 };
@@ -48,6 +48,8 @@ pub struct PruneCutoffs {
     pub unlocked_before: i64,
     /// Audit rows recorded before this go.
     pub audit_before: i64,
+    /// Password-reset and verification tokens that expired before this go.
+    pub account_tokens_expired_before: i64,
 }
 
 /// One kind of prunable row, in the order a round visits them.
@@ -60,15 +62,18 @@ pub enum PruneStep {
     Changes,
     LoginFailures,
     AuditEvents,
+    /// Expired password-reset and email-verification tokens.
+    AccountTokens,
 }
 
 impl PruneStep {
-    pub const ALL: [PruneStep; 5] = [
+    pub const ALL: [PruneStep; 6] = [
         PruneStep::SpentRefreshTokens,
         PruneStep::Sessions,
         PruneStep::Changes,
         PruneStep::LoginFailures,
         PruneStep::AuditEvents,
+        PruneStep::AccountTokens,
     ];
 }
 
@@ -80,17 +85,19 @@ pub struct PrunedRows {
     pub changes: u64,
     pub login_failures: u64,
     pub audit_events: u64,
+    pub account_tokens: u64,
 }
 
 impl PrunedRows {
     /// (table name, rows) for each table.
-    pub fn by_table(&self) -> [(&'static str, u64); 5] {
+    pub fn by_table(&self) -> [(&'static str, u64); 6] {
         [
             ("sessions", self.sessions),
             ("refresh_tokens", self.refresh_tokens),
             ("changes", self.changes),
             ("login_failures", self.login_failures),
             ("audit_events", self.audit_events),
+            ("account_tokens", self.account_tokens),
         ]
     }
 
@@ -104,6 +111,7 @@ impl PrunedRows {
         self.changes += other.changes;
         self.login_failures += other.login_failures;
         self.audit_events += other.audit_events;
+        self.account_tokens += other.account_tokens;
     }
 }
 
@@ -179,6 +187,24 @@ impl Store {
                 Ok(rows(
                     PrunedRows {
                         audit_events: deleted,
+                        ..Default::default()
+                    },
+                    more,
+                ))
+            }
+            PruneStep::AccountTokens => {
+                let expired =
+                    account_token::Column::ExpiresAt.lt(cutoffs.account_tokens_expired_before);
+                let (deleted, more) = self
+                    .prune_by_key::<account_token::Entity, String>(
+                        account_token::Column::TokenHash,
+                        Condition::all().add(expired),
+                        limit,
+                    )
+                    .await?;
+                Ok(rows(
+                    PrunedRows {
+                        account_tokens: deleted,
                         ..Default::default()
                     },
                     more,

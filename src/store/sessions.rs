@@ -4,12 +4,13 @@
 use sea_orm::{
     sea_query::{Expr, Query, SimpleExpr},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, Set, Statement,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 
 use super::{
     changes::{self, ChangeKind},
     entities::{refresh_token, session, user},
+    paging::Page,
     Backend, Store, StoreError,
 };
 
@@ -87,6 +88,16 @@ pub struct Rotated {
     pub user_id: String,
     pub session_expires_at: i64,
     pub refresh_expires_at: i64,
+}
+
+/// A live session as its user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// When a refresh last issued a token in it; `None` if never refreshed.
+    pub last_refreshed_at: Option<i64>,
 }
 
 /// A session ended by logout.
@@ -389,7 +400,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         let txn = self.begin_write().await?;
-        let ended = end_user_sessions(&txn, user_id, reason, now_ms).await?;
+        let ended = end_user_sessions(&txn, user_id, None, reason, now_ms).await?;
         if ended > 0 {
             changes::append(
                 &txn,
@@ -402,6 +413,88 @@ impl Store {
         }
         txn.commit().await?;
         Ok(ended)
+    }
+
+    /// Ends one live session of `user_id` and appends the change; false when the
+    /// user has no such live session (another user's, unknown, ended or expired).
+    pub async fn end_session_of_user(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.begin_write().await?;
+        let owned_and_live = session::Entity::find_by_id(session_id)
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::ExpiresAt.gt(now_ms))
+            .one(&*txn)
+            .await?
+            .is_some();
+        if !owned_and_live
+            || !self
+                .end_and_record(&txn, session_id, reason, now_ms)
+                .await?
+        {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// The live sessions of a user after the `(created_at, id)` position `after`,
+    /// oldest first, with when each was last refreshed.
+    pub async fn sessions_of_user(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+        after: Option<(i64, String)>,
+        limit: u64,
+    ) -> Result<Page<SessionSummary>, StoreError> {
+        let mut query = session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::EndedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(now_ms))
+            .order_by_asc(session::Column::CreatedAt)
+            .order_by_asc(session::Column::Id)
+            .limit(limit + 1);
+        if let Some(after) = after {
+            query = query.filter(super::paging::after(
+                session::Column::CreatedAt,
+                session::Column::Id,
+                after,
+            ));
+        }
+        let Page { items, has_more } = Page::from_rows(query.all(&self.reader).await?, limit);
+        let ids: Vec<String> = items.iter().map(|s| s.id.clone()).collect();
+        // The first refresh token is issued with the session; later ones by refreshes.
+        let latest: Vec<(String, Option<i64>)> = refresh_token::Entity::find()
+            .select_only()
+            .column(refresh_token::Column::SessionId)
+            .column_as(refresh_token::Column::IssuedAt.max(), "latest")
+            .filter(refresh_token::Column::SessionId.is_in(ids))
+            .group_by(refresh_token::Column::SessionId)
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        let latest: std::collections::HashMap<String, i64> = latest
+            .into_iter()
+            .filter_map(|(id, at)| Some((id, at?)))
+            .collect();
+        let items = items
+            .into_iter()
+            .map(|row| SessionSummary {
+                last_refreshed_at: latest
+                    .get(&row.id)
+                    .copied()
+                    .filter(|at| *at > row.created_at),
+                id: row.id,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+            })
+            .collect();
+        Ok(Page { items, has_more })
     }
 
     /// Ended sessions whose tokens may still be unexpired after `after_ms`,
@@ -542,21 +635,23 @@ async fn end_session(
     Ok(ended > 0)
 }
 
-/// Ends every live, unexpired session of a user; answers how many.
+/// Ends every live, unexpired session of a user but `keep`; answers how many.
 pub(super) async fn end_user_sessions(
     db: &impl ConnectionTrait,
     user_id: &str,
+    keep: Option<&str>,
     reason: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    Ok(session::Entity::update_many()
+    let mut statement = session::Entity::update_many()
         .col_expr(session::Column::EndedAt, Expr::value(now_ms))
         .col_expr(session::Column::EndReason, Expr::value(reason))
         .col_expr(session::Column::TokensExpireBy, latest_token_expiry())
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::EndedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(now_ms))
-        .exec(db)
-        .await?
-        .rows_affected)
+        .filter(session::Column::ExpiresAt.gt(now_ms));
+    if let Some(keep) = keep {
+        statement = statement.filter(session::Column::Id.ne(keep));
+    }
+    Ok(statement.exec(db).await?.rows_affected)
 }

@@ -625,7 +625,55 @@ async fn one_replica_prunes_at_a_time_and_another_takes_over(db: TestDb) {
     );
 }
 
+/// Reset and verification tokens go once expired (by the margin); live ones stay
+/// and still work.
+async fn expired_account_tokens_go(db: TestDb) {
+    let mut app = TestApp::spawn_on_manual_clock(db, |c| {
+        c.password_reset_ttl = Duration::from_secs(25);
+        c.email_verification_ttl = Duration::from_secs(25);
+        c.prune_interval = minutes(60);
+    })
+    .await;
+    let root = app.admin().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    root.create_password_reset_token(&alice.id)
+        .await
+        .expect("alice's");
+    root.create_email_verification_token(&alice.id)
+        .await
+        .expect("alice's");
+    app.clock.advance(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(400)).await; // the feed catches up
+    let bobs = root
+        .create_password_reset_token(&bob.id)
+        .await
+        .expect("bob's");
+    app.clock.advance(Duration::from_secs(16)); // alice's expired 11 s ago
+    app.stop().await; // its own pruner holds the lease
+
+    let mut pruner = pruner(app.config(), &app.clock).await;
+    let report = prune(&mut pruner).await;
+    assert_eq!(report.rows.account_tokens, 2, "{report:?}");
+    assert_eq!(app.db.count("account_tokens").await, 1);
+    assert_eq!(
+        count_where(
+            &app.db,
+            "account_tokens",
+            &format!("user_id = '{}'", bob.id)
+        )
+        .await,
+        1
+    );
+    drop(pruner);
+    app.restart().await;
+    app.reset_password(&bobs.reset_token, "a brand new passphrase")
+        .await
+        .expect("a live token still works");
+}
+
 on_both_databases!(
+    expired_account_tokens_go,
     an_ended_session_stays_while_its_tokens_may_be_valid,
     spent_refresh_tokens_go_once_they_could_not_be_honoured_anyway,
     sessions_past_their_absolute_end_go_whether_ended_or_not,

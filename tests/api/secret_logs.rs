@@ -1,6 +1,7 @@
 //! Logs never carry secrets, at any level: `authd serve` and `authd user create` run
 //! at `RUST_LOG=trace` (the server with sea-orm and sqlx at trace by name too) while a user registers, logs in and refreshes and an admin
-//! creates and uses an API key; then no password, token, API key, hash of one,
+//! creates and uses an API key, and the account lifecycle runs (a password changed
+//! and reset by token, an email verified); then no password, token, API key, hash of one,
 //! password hash or private key may appear anywhere in what they printed.
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
@@ -106,6 +107,9 @@ async fn create_admin_traced(db: &TestDb, username: &str, log: &Path) {
     assert!(status.success(), "authd user create failed");
 }
 
+const CHANGED_PASSWORD: &str = "a changed passphrase";
+const RESET_PASSWORD: &str = "a passphrase set by reset";
+
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -146,6 +150,33 @@ async fn no_secret_reaches_the_logs_at_trace_level(db: TestDb) {
         .api_key;
     auth.validate(&api_key).await.expect("API key validates");
     auth.logout(&second.refresh_token).await.expect("logout");
+    // The account lifecycle: a password changed, reset by token, an email verified.
+    let third = auth.login("alice").await;
+    let alice_id = auth
+        .validate(&third.access_token)
+        .await
+        .expect("alice")
+        .user_id;
+    crate::helpers::UserClient::new(server.channel().await, &third.access_token)
+        .change_password(PASSWORD, CHANGED_PASSWORD)
+        .await
+        .expect("change password");
+    let reset_token = admin_client
+        .create_password_reset_token(&alice_id)
+        .await
+        .expect("reset token")
+        .reset_token;
+    auth.reset_password(&reset_token, RESET_PASSWORD)
+        .await
+        .expect("reset password");
+    let verification_token = admin_client
+        .create_email_verification_token(&alice_id)
+        .await
+        .expect("verification token")
+        .verification_token;
+    auth.verify_email(&verification_token)
+        .await
+        .expect("verify");
     // A few change-feed polls, so that background reads are in the logs too.
     tokio::time::sleep(Duration::from_millis(600)).await;
     server.stop().await;
@@ -155,8 +186,17 @@ async fn no_secret_reaches_the_logs_at_trace_level(db: TestDb) {
         ("an argon2id hash", "$argon2id$".to_owned()),
         ("the API key", api_key.clone()),
         ("the API key's SHA-256", sha256_hex(&api_key)),
+        ("a changed password", CHANGED_PASSWORD.to_owned()),
+        ("a reset password", RESET_PASSWORD.to_owned()),
+        ("a reset token", reset_token.clone()),
+        ("a reset token's SHA-256", sha256_hex(&reset_token)),
+        ("a verification token", verification_token.clone()),
+        (
+            "a verification token's SHA-256",
+            sha256_hex(&verification_token),
+        ),
     ];
-    for tokens in [&first, &second, &admin] {
+    for tokens in [&first, &second, &third, &admin] {
         secrets.push(("an access token", tokens.access_token.clone()));
         secrets.push(("a refresh token", tokens.refresh_token.clone()));
         secrets.push((

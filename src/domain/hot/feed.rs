@@ -248,7 +248,7 @@ impl ChangeFeed {
         match kind {
             ChangeKind::User => match self.store.find_user(subject).await? {
                 Some(user) => self.views.put_user(&user),
-                None => self.views.remove_user(subject),
+                None => self.views.forget_user(subject),
             },
             ChangeKind::SessionEnded => {
                 let state = self.store.session_state(subject).await?;

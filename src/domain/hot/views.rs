@@ -77,8 +77,19 @@ impl Views {
         self.users.insert(row.user.id.clone(), Arc::new(entry));
     }
 
-    pub fn remove_user(&self, id: &str) {
-        self.users.remove(id);
+    /// A user with no row (erased): kept as an inactive entry, so that its
+    /// unexpired tokens are refused from memory rather than with a read each, and
+    /// its live sessions forgotten. Ids are UUIDs, never reused.
+    pub fn forget_user(&self, id: &str) {
+        let entry = UserEntry {
+            username: String::new(),
+            active: false,
+            effective_roles: self.catalog.load().effective::<&str>(&[]),
+        };
+        self.users.insert(id.to_owned(), Arc::new(entry));
+        if let Some(user) = uuid_key(id) {
+            self.sessions.retain(|_, known| known.user != user);
+        }
     }
 
     pub fn replace_users(&self, rows: &[UserWithRoles]) {

@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table. Times are Unix milliseconds (UTC) so that
 //! comparisons behave the same on SQLite and PostgreSQL; ids are UUID strings.
 
+pub mod account_token;
 pub mod api_key;
 pub mod audit_event;
 pub mod change;

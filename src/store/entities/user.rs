@@ -17,6 +17,9 @@ pub struct Model {
     pub active: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Set by spending a verification token made for the current `email`; a new
+    /// email clears it.
+    pub email_verified: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -133,6 +133,78 @@ impl AuthClient {
     }
 }
 
+pub type AuthServiceBearerClient = AuthServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// AuthService's self-service calls as one user, sending `authorization: Bearer
+/// <token>` with every call.
+#[derive(Clone)]
+pub struct UserClient(AuthServiceBearerClient);
+
+impl UserClient {
+    pub fn new(channel: Channel, token: &str) -> UserClient {
+        UserClient(AuthServiceClient::with_interceptor(
+            channel,
+            Bearer(format!("Bearer {token}")),
+        ))
+    }
+
+    /// The generated client.
+    pub fn grpc(&self) -> AuthServiceBearerClient {
+        self.0.clone()
+    }
+
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<(), Status> {
+        self.grpc()
+            .change_password(pb::ChangePasswordRequest {
+                current_password: current.into(),
+                new_password: new.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_sessions(&self) -> Result<Vec<pb::Session>, Status> {
+        self.grpc()
+            .list_sessions(pb::ListSessionsRequest {})
+            .await
+            .map(|r| r.into_inner().sessions)
+    }
+
+    pub async fn revoke_session(&self, session_id: &str) -> Result<(), Status> {
+        self.grpc()
+            .revoke_session(pb::RevokeSessionRequest {
+                session_id: session_id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl AuthClient {
+    pub async fn reset_password(
+        &self,
+        reset_token: &str,
+        new_password: &str,
+    ) -> Result<(), Status> {
+        self.grpc()
+            .reset_password(pb::ResetPasswordRequest {
+                reset_token: reset_token.into(),
+                new_password: new_password.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn verify_email(&self, verification_token: &str) -> Result<pb::User, Status> {
+        self.grpc()
+            .verify_email(pb::VerifyEmailRequest {
+                verification_token: verification_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+}
+
 pub type AdminServiceBearerClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// AdminService, sending `authorization: Bearer <token>` with every call.
@@ -243,6 +315,62 @@ impl AdminClient {
             .list_api_keys(pb::ListApiKeysRequest {
                 page_size,
                 page_token: page_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn update_user(&self, request: pb::UpdateUserRequest) -> Result<pb::User, Status> {
+        self.grpc()
+            .update_user(request)
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
+    pub async fn delete_user(&self, user_id: &str) -> Result<(), Status> {
+        self.grpc()
+            .delete_user(pb::DeleteUserRequest {
+                user_id: user_id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListUserSessionsResponse, Status> {
+        self.grpc()
+            .list_user_sessions(pb::ListUserSessionsRequest {
+                user_id: user_id.into(),
+                page_size,
+                page_token: page_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_password_reset_token(
+        &self,
+        user_id: &str,
+    ) -> Result<pb::CreatePasswordResetTokenResponse, Status> {
+        self.grpc()
+            .create_password_reset_token(pb::CreatePasswordResetTokenRequest {
+                user_id: user_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_email_verification_token(
+        &self,
+        user_id: &str,
+    ) -> Result<pb::CreateEmailVerificationTokenResponse, Status> {
+        self.grpc()
+            .create_email_verification_token(pb::CreateEmailVerificationTokenRequest {
+                user_id: user_id.into(),
             })
             .await
             .map(|r| r.into_inner())

@@ -42,7 +42,7 @@ use authd::{clock::Clock, config::ServeConfig};
 use tokio::sync::OnceCell;
 use tonic::{transport::Channel, Code, Status};
 
-pub use clients::{AdminClient, AuthClient, Bearer};
+pub use clients::{AdminClient, AuthClient, Bearer, UserClient};
 pub use db::TestDb;
 use server::TestServer;
 pub use server::{config_for, connect, free_port, ServerProcess};
@@ -234,6 +234,11 @@ impl TestApp {
     /// An AdminService client that sends `authorization: Bearer <token>`.
     pub async fn admin_as(&self, token: &str) -> AdminClient {
         AdminClient::new(self.channel().await, token)
+    }
+
+    /// A client for the self-service calls that sends `authorization: Bearer <token>`.
+    pub async fn user_as(&self, token: &str) -> UserClient {
+        UserClient::new(self.channel().await, token)
     }
 
     /// The admin `root`: created with the real CLI (`authd user create --role

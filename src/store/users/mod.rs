@@ -1,6 +1,11 @@
 //! Users, their directly granted roles, and the role hierarchy.
 
+mod lifecycle;
+
 use std::collections::HashMap;
+
+pub(in crate::store) use lifecycle::set_password_ending_sessions;
+pub use lifecycle::{Erasure, PasswordSet, ProfileChange, ProfileUpdate};
 
 use sea_orm::{
     sea_query::{Expr, OnConflict},
@@ -79,6 +84,7 @@ impl Store {
             active: Set(true),
             created_at: Set(new.now_ms),
             updated_at: Set(new.now_ms),
+            email_verified: Set(false),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -347,8 +353,8 @@ impl Store {
                 txn.rollback().await?;
                 return Ok(Activation::RefusedLastHolder);
             }
-            ended =
-                super::sessions::end_user_sessions(&txn, user_id, "deactivated", now_ms).await?;
+            ended = super::sessions::end_user_sessions(&txn, user_id, None, "deactivated", now_ms)
+                .await?;
             if ended > 0 {
                 changes::append(
                     &txn,

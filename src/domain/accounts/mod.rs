@@ -1,10 +1,13 @@
-//! Accounts: registering, logging in (with throttling and the dummy-hash path) and
-//! creating users from the command line.
+//! Accounts: registering, logging in (with throttling and the dummy-hash path),
+//! creating users from the command line, and passwords: a user changing their own
+//! (checked and throttled as a login is), an operator setting one from the shell.
 //!
 //! A login takes its account's turn (see [`throttle`](super::throttle)) from reading
 //! the failure counter to recording the outcome, so a burst of guesses is checked
 //! one after another and stops at the lockout. A locked counter refuses before any
 //! turn or hash, and writes one audit row per lockout, not one per attempt.
+
+mod passwords;
 
 use std::{sync::Arc, time::Duration};
 
@@ -47,6 +50,32 @@ pub struct IssuedTokens {
     pub refresh_token: Secret,
     pub expires_in: i64,
     pub refresh_expires_in: i64,
+}
+
+/// What a password check is for, as its audit rows tell it.
+#[derive(Clone, Copy, Debug)]
+enum CheckPurpose<'a> {
+    /// A login by this name (canonical form).
+    Login(&'a LoginName),
+    /// A user changing their own password.
+    ChangePassword,
+}
+
+impl CheckPurpose<'_> {
+    fn action(self) -> Action {
+        match self {
+            CheckPurpose::Login(_) => Action::Login,
+            CheckPurpose::ChangePassword => Action::ChangePassword,
+        }
+    }
+
+    /// The detail's first part: the login as typed, or what failed.
+    fn what(self) -> String {
+        match self {
+            CheckPurpose::Login(login) => format!("login={}", login.as_str()),
+            CheckPurpose::ChangePassword => "wrong current password".to_owned(),
+        }
+    }
 }
 
 /// A session's refresh token, handed out with a new access token.
@@ -183,8 +212,9 @@ impl Accounts {
             Some(id) => Counter::Account(id),
             None => Counter::UnknownLogin(login.as_str()),
         };
+        let purpose = CheckPurpose::Login(&login);
         // Refused while locked before taking a turn: no wait, no hash.
-        self.refuse_if_locked(caller, counter, &login).await?;
+        self.refuse_if_locked(caller, counter, purpose).await?;
         let max_waiting =
             usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
         let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
@@ -193,7 +223,7 @@ impl Accounts {
             });
         };
         // Again with the turn: the checks before this one may have locked it.
-        self.refuse_if_locked(caller, counter, &login).await?;
+        self.refuse_if_locked(caller, counter, purpose).await?;
         let verified = self
             .ctx
             .hasher
@@ -204,7 +234,7 @@ impl Accounts {
             .await?;
         let account = match account {
             Some(account) if verified.matches => account,
-            _ => return Err(self.count_failure(caller, counter, &login).await),
+            _ => return Err(self.count_failure(caller, counter, purpose).await),
         };
         // The right password resets the count, whatever else refuses the login.
         self.ctx.store.clear_login_failures(counter.key()).await?;
@@ -255,7 +285,7 @@ impl Accounts {
         &self,
         caller: &Caller,
         counter: Counter<'_>,
-        login: &LoginName,
+        purpose: CheckPurpose<'_>,
     ) -> DomainResult<()> {
         let Some(failures) = self.ctx.store.login_failures(counter.key()).await? else {
             return Ok(());
@@ -271,9 +301,9 @@ impl Accounts {
                 .note_refusals_audited(counter.key(), until)
                 .await?
         {
-            let mut event = Event::new(Action::Login, Outcome::Throttled).detail(format!(
-                "login={}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
-                login.as_str(),
+            let mut event = Event::new(purpose.action(), Outcome::Throttled).detail(format!(
+                "{}; locked {} s (lockout {} in a row); further refusals until it ends are not recorded",
+                purpose.what(),
                 whole_seconds(until - now_ms),
                 failures.lockouts,
             ));
@@ -292,7 +322,7 @@ impl Accounts {
         &self,
         caller: &Caller,
         counter: Counter<'_>,
-        login: &LoginName,
+        purpose: CheckPurpose<'_>,
     ) -> DomainError {
         let now_ms = self.ctx.now_ms();
         let policy = self.lockout_policy();
@@ -315,18 +345,20 @@ impl Accounts {
             (
                 Outcome::FailedAndLocked,
                 format!(
-                    "login={}; locked {lock_s} s (lockout {} in a row)",
-                    login.as_str(),
+                    "{}; locked {lock_s} s (lockout {} in a row)",
+                    purpose.what(),
                     after.lockouts
                 ),
             )
         } else {
-            (Outcome::Failed, format!("login={}", login.as_str()))
+            (Outcome::Failed, purpose.what())
         };
-        // A failed check names the login only, as it always has; the lock is an
-        // event about the account, so its row names the account as well.
-        let mut event = Event::new(Action::Login, outcome).detail(detail);
-        if let (true, Some(id)) = (locked, counter.account()) {
+        // A failed login names the login only, as it always has; the lock is an
+        // event about the account, so its row names the account as well, and so
+        // does a failed change of password (the caller's account is known).
+        let mut event = Event::new(purpose.action(), outcome).detail(detail);
+        let names_account = locked || matches!(purpose, CheckPurpose::ChangePassword);
+        if let (true, Some(id)) = (names_account, counter.account()) {
             event = event.subject(id);
         }
         self.ctx.audit.record(caller, event).await;
