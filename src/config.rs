@@ -426,6 +426,10 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
 
+    /// How long the second step of a login (VerifyMfa) may wait for its code.
+    #[arg(long, env = "AUTHD_MFA_TOKEN_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub mfa_token_ttl: Duration,
+
     /// How long `serve` waits at start for a PostgreSQL database that does not
     /// answer (retrying with backoff, liveness SERVING meanwhile) before it exits.
     /// `0s` gives up at the first failure.
@@ -496,6 +500,9 @@ impl ServeConfig {
             login_lockout: self.login_lockout,
             password_reset_ttl: self.password_reset_ttl,
             email_verification_ttl: self.email_verification_ttl,
+            mfa_token_ttl: self.mfa_token_ttl,
+            issuer: self.issuer.clone(),
+            key_encryption: None,
         }
     }
 

@@ -309,18 +309,18 @@ pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain>
     signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms())
         .await
         .map_err(unreachable)?;
-    let hot = HotPath::load(store.clone(), clock.clone(), config.hot_settings(kek))
-        .await
-        .map_err(|err| unreachable(anyhow::Error::new(err)))
-        .context("loading the memory views")?;
+    let hot = HotPath::load(
+        store.clone(),
+        clock.clone(),
+        config.hot_settings(kek.clone()),
+    )
+    .await
+    .map_err(|err| unreachable(anyhow::Error::new(err)))
+    .context("loading the memory views")?;
     let hasher = PasswordHasher::new(&config.hashing.settings())?;
-    Ok(Domain::new(
-        store,
-        hot,
-        hasher,
-        config.auth_settings(),
-        clock,
-    ))
+    let mut settings = config.auth_settings();
+    settings.key_encryption = kek;
+    Ok(Domain::new(store, hot, hasher, settings, clock))
 }
 
 /// Readiness follows whether this replica can answer the hot path (its views are

@@ -7,6 +7,9 @@
 //! - `mfa_challenges`: the second step of a login, by the SHA-256 of its opaque
 //!   token, with its expiry, wrong codes so far and when it was spent.
 //!
+//! - `users.mfa_enabled`: whether a confirmed TOTP credential exists, set in the
+//!   transaction that confirms or removes it, so reading a user needs no join.
+//!
 //! Every row belongs to its user (`ON DELETE CASCADE`), so erasing a user erases them.
 
 use sea_orm_migration::prelude::*;
@@ -15,6 +18,11 @@ use crate::m20261125_000001_create_accounts::Users;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
+
+#[derive(DeriveIden)]
+enum UsersMfa {
+    MfaEnabled,
+}
 
 #[derive(DeriveIden)]
 enum TotpCredentials {
@@ -58,6 +66,19 @@ fn belongs_to_user(
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(
+                        ColumnDef::new(UsersMfa::MfaEnabled)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -173,6 +194,13 @@ impl MigrationTrait for Migration {
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;
         }
-        Ok(())
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(UsersMfa::MfaEnabled)
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -238,6 +238,23 @@ impl Admin {
         Ok(ended)
     }
 
+    /// Removes the user's TOTP and recovery codes (a lost device). Idempotent.
+    pub async fn reset_mfa(&self, caller: &AdminCaller, user_id: &str) -> DomainResult<User> {
+        let user = self.existing_user(user_id).await?;
+        let id = user.user.id.clone();
+        let removed = self.ctx.store.remove_totp(&id, self.ctx.now_ms()).await?;
+        self.record(
+            caller,
+            Action::ResetMfa,
+            Outcome::Ok,
+            &id,
+            format!("removed={removed}"),
+        )
+        .await;
+        let user = self.existing_user(&id).await?;
+        Ok(user.into())
+    }
+
     /// Changes username, email and full name with Register's rules; the unique
     /// indexes decide races, so of concurrent renames to one name one wins.
     pub async fn update_user(

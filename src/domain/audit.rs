@@ -36,6 +36,11 @@ pub enum Action {
     VerifyEmail,
     UpdateUser,
     DeleteUser,
+    EnrollTotp,
+    ConfirmTotp,
+    DisableTotp,
+    VerifyMfa,
+    ResetMfa,
 }
 
 impl Action {
@@ -63,6 +68,11 @@ impl Action {
             Action::VerifyEmail => "verify_email",
             Action::UpdateUser => "update_user",
             Action::DeleteUser => "delete_user",
+            Action::EnrollTotp => "enroll_totp",
+            Action::ConfirmTotp => "confirm_totp",
+            Action::DisableTotp => "disable_totp",
+            Action::VerifyMfa => "verify_mfa",
+            Action::ResetMfa => "reset_mfa",
         }
     }
 }
@@ -77,6 +87,8 @@ pub enum Outcome {
     Deactivated,
     SessionEnded,
     RefusedLastAdmin,
+    /// The right password of an account with TOTP: a code is needed next.
+    MfaRequired,
 }
 
 impl Outcome {
@@ -89,6 +101,7 @@ impl Outcome {
             Outcome::Deactivated => "deactivated",
             Outcome::SessionEnded => "session_ended",
             Outcome::RefusedLastAdmin => "refused_last_admin",
+            Outcome::MfaRequired => "mfa_required",
         }
     }
 }

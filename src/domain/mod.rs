@@ -55,6 +55,12 @@ pub struct AuthSettings {
     pub login_lockout: Duration,
     pub password_reset_ttl: Duration,
     pub email_verification_ttl: Duration,
+    /// How long the second step of a login may wait for its code.
+    pub mfa_token_ttl: Duration,
+    /// The issuer an authenticator app shows beside the account (`AUTHD_ISSUER`).
+    pub issuer: String,
+    /// Seals TOTP secrets at rest when set (`AUTHD_KEY_ENCRYPTION_KEY`).
+    pub key_encryption: Option<sealing::KeyEncryptionKey>,
 }
 
 /// Every capability, sharing one store, one hot path and one clock.

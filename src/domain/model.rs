@@ -18,6 +18,8 @@ pub struct User {
     pub active: bool,
     pub created_at_ms: i64,
     pub email_verified: bool,
+    /// TOTP is on: a login needs a code as well.
+    pub mfa_enabled: bool,
 }
 
 impl From<UserWithRoles> for User {
@@ -32,6 +34,7 @@ impl From<UserWithRoles> for User {
             active: user.active,
             created_at_ms: user.created_at,
             email_verified: user.email_verified,
+            mfa_enabled: user.mfa_enabled,
         }
     }
 }

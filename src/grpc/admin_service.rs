@@ -276,4 +276,19 @@ impl AdminService for AdminApi {
             verification_token: issued.secret.into_inner(),
         }))
     }
+
+    async fn reset_mfa(
+        &self,
+        request: Request<pb::ResetMfaRequest>,
+    ) -> Result<Response<pb::ResetMfaResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let user = self
+            .domain
+            .admin
+            .reset_mfa(&caller, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::ResetMfaResponse {
+            user: Some(convert::user(user)),
+        }))
+    }
 }

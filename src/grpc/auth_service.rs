@@ -10,7 +10,7 @@ use super::{
     pb::{self, auth_service_server::AuthService},
 };
 use crate::domain::{
-    accounts::Registration,
+    accounts::{LoginOutcome, Registration},
     caller::Caller,
     secrets::{Password, Secret},
     Domain,
@@ -59,12 +59,76 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let caller = caller(&request);
         let r = request.into_inner();
-        let logged_in = self
+        let outcome = self
             .domain
             .accounts
             .login(&caller, &r.username, Password::new(r.password))
             .await?;
-        Ok(Response::new(pb::LoginResponse {
+        Ok(Response::new(match outcome {
+            LoginOutcome::LoggedIn(logged_in) => pb::LoginResponse {
+                tokens: Some(convert::token_pair(logged_in.tokens)),
+                user: Some(convert::user(logged_in.user)),
+                ..Default::default()
+            },
+            LoginOutcome::MfaRequired { mfa_token } => pb::LoginResponse {
+                mfa_required: true,
+                mfa_token: mfa_token.into_inner(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<pb::EnrollTotpRequest>,
+    ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
+        let caller = user_caller(&request)?;
+        let enrolment = self.domain.accounts.enroll_totp(&caller).await?;
+        Ok(Response::new(pb::EnrollTotpResponse {
+            secret: enrolment.secret.into_inner(),
+            otpauth_uri: enrolment.otpauth_uri,
+        }))
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<pb::ConfirmTotpRequest>,
+    ) -> Result<Response<pb::ConfirmTotpResponse>, Status> {
+        let caller = user_caller(&request)?;
+        let codes = self
+            .domain
+            .accounts
+            .confirm_totp(&caller, &request.get_ref().code)
+            .await?;
+        Ok(Response::new(pb::ConfirmTotpResponse {
+            recovery_codes: codes.into_iter().map(Secret::into_inner).collect(),
+        }))
+    }
+
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<Response<pb::DisableTotpResponse>, Status> {
+        let caller = user_caller(&request)?;
+        self.domain
+            .accounts
+            .disable_totp(&caller, &request.get_ref().code)
+            .await?;
+        Ok(Response::new(pb::DisableTotpResponse {}))
+    }
+
+    async fn verify_mfa(
+        &self,
+        request: Request<pb::VerifyMfaRequest>,
+    ) -> Result<Response<pb::VerifyMfaResponse>, Status> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        let logged_in = self
+            .domain
+            .accounts
+            .verify_mfa(&caller, Secret::new(r.mfa_token), &r.code)
+            .await?;
+        Ok(Response::new(pb::VerifyMfaResponse {
             tokens: Some(convert::token_pair(logged_in.tokens)),
             user: Some(convert::user(logged_in.user)),
         }))

@@ -27,10 +27,13 @@ use crate::domain::{
 };
 
 /// The AuthService methods that act as the user of the bearer token, by path.
-pub const SELF_SERVICE_METHODS: [&str; 3] = [
+pub const SELF_SERVICE_METHODS: [&str; 6] = [
     "/auth.v1.AuthService/ChangePassword",
     "/auth.v1.AuthService/ListSessions",
     "/auth.v1.AuthService/RevokeSession",
+    "/auth.v1.AuthService/EnrollTotp",
+    "/auth.v1.AuthService/ConfirmTotp",
+    "/auth.v1.AuthService/DisableTotp",
 ];
 
 /// Who must be authenticated, and who authorises them.

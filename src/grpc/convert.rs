@@ -34,6 +34,7 @@ pub fn user(user: User) -> pb::User {
         active: user.active,
         created_at: Some(timestamp_ms(user.created_at_ms)),
         email_verified: user.email_verified,
+        mfa_enabled: user.mfa_enabled,
     }
 }
 

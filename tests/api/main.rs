@@ -44,5 +44,6 @@ mod sessions;
 mod storage_faults;
 mod throttling;
 mod tokens;
+mod totp;
 mod traces;
 mod user_admin;

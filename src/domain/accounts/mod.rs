@@ -8,6 +8,9 @@
 //! turn or hash, and writes one audit row per lockout, not one per attempt.
 
 mod passwords;
+mod second_factor;
+
+pub use second_factor::{TotpEnrolment, MFA_MAX_FAILURES};
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,6 +62,8 @@ enum CheckPurpose<'a> {
     Login(&'a LoginName),
     /// A user changing their own password.
     ChangePassword,
+    /// A TOTP or recovery code, for this action.
+    SecondFactor(Action),
 }
 
 impl CheckPurpose<'_> {
@@ -66,6 +71,7 @@ impl CheckPurpose<'_> {
         match self {
             CheckPurpose::Login(_) => Action::Login,
             CheckPurpose::ChangePassword => Action::ChangePassword,
+            CheckPurpose::SecondFactor(action) => action,
         }
     }
 
@@ -74,6 +80,7 @@ impl CheckPurpose<'_> {
         match self {
             CheckPurpose::Login(login) => format!("login={}", login.as_str()),
             CheckPurpose::ChangePassword => "wrong current password".to_owned(),
+            CheckPurpose::SecondFactor(_) => "wrong code".to_owned(),
         }
     }
 }
@@ -197,7 +204,7 @@ impl Accounts {
         caller: &Caller,
         login: &str,
         password: Password,
-    ) -> DomainResult<LoggedIn> {
+    ) -> DomainResult<LoginOutcome> {
         let login = LoginName::parse("username", login)?;
         validation::required("password", password.expose())?;
         if password.expose().len() > validation::PASSWORD_MAX_BYTES {
@@ -245,21 +252,39 @@ impl Accounts {
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
+        if self.has_confirmed_totp(&account.id).await? {
+            let mfa_token = self.start_challenge(&account.id).await?;
+            self.ctx
+                .audit
+                .record(
+                    caller,
+                    Event::new(Action::Login, Outcome::MfaRequired).subject(&account.id),
+                )
+                .await;
+            return Ok(LoginOutcome::MfaRequired { mfa_token });
+        }
+        self.finish_login(caller, &account.id)
+            .await
+            .map(LoginOutcome::LoggedIn)
+    }
+
+    /// Starts the session of a login whose checks all passed.
+    async fn finish_login(&self, caller: &Caller, user_id: &str) -> DomainResult<LoggedIn> {
         let user = self
             .ctx
             .store
-            .find_user(&account.id)
+            .find_user(user_id)
             .await?
             .ok_or(DomainError::BadCredentials)?;
         let Some(tokens) = self.start_session(&user.user.id, &user.roles).await? else {
             // Deactivated after the check above: the session was not started.
-            return Err(self.refuse_deactivated(caller, &account.id).await);
+            return Err(self.refuse_deactivated(caller, user_id).await);
         };
         self.ctx
             .audit
             .record(
                 caller,
-                Event::new(Action::Login, Outcome::Ok).subject(&account.id),
+                Event::new(Action::Login, Outcome::Ok).subject(user_id),
             )
             .await;
         Ok(LoggedIn {
@@ -357,7 +382,11 @@ impl Accounts {
         // event about the account, so its row names the account as well, and so
         // does a failed change of password (the caller's account is known).
         let mut event = Event::new(purpose.action(), outcome).detail(detail);
-        let names_account = locked || matches!(purpose, CheckPurpose::ChangePassword);
+        let names_account = locked
+            || matches!(
+                purpose,
+                CheckPurpose::ChangePassword | CheckPurpose::SecondFactor(_)
+            );
         if let (true, Some(id)) = (names_account, counter.account()) {
             event = event.subject(id);
         }
@@ -436,6 +465,14 @@ impl Accounts {
 /// Milliseconds as seconds, rounded up (for audit details).
 fn whole_seconds(ms: i64) -> i64 {
     ms.saturating_add(999) / 1000
+}
+
+/// What a login with the right password answers: a session, or (for an account
+/// with TOTP) the challenge for the second step.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    LoggedIn(LoggedIn),
+    MfaRequired { mfa_token: Secret },
 }
 
 /// What a successful login answers.

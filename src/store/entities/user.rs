@@ -20,6 +20,8 @@ pub struct Model {
     /// Set by spending a verification token made for the current `email`; a new
     /// email clears it.
     pub email_verified: bool,
+    /// A confirmed TOTP credential exists (`mfa.rs` keeps the two in step).
+    pub mfa_enabled: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

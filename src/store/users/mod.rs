@@ -85,6 +85,7 @@ impl Store {
             created_at: Set(new.now_ms),
             updated_at: Set(new.now_ms),
             email_verified: Set(false),
+            mfa_enabled: Set(false),
         })
         .exec_without_returning(&txn)
         .await?;

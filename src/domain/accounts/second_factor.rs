@@ -1,0 +1,334 @@
+//! The second factor (TOTP, RFC 6238) in the login flow: enrolling, confirming,
+//! turning it off, and the second step of a login (`VerifyMfa`). Every check of a
+//! code is one of the account's turns and counts toward its failed-login
+//! throttling as a wrong password does; each time step and each recovery code
+//! works once (the store's conditional updates decide, across replicas).
+
+use zeroize::Zeroizing;
+
+use super::{Accounts, CheckPurpose, LoggedIn, CROWDED_RETRY};
+use crate::{
+    domain::{
+        audit::{Action, Event, Outcome},
+        caller::{Caller, UserCaller},
+        error::{DomainError, DomainResult},
+        sealing::{self, KeyEncryptionKey},
+        secrets::{digest_hex, random_token, Secret},
+        throttle::{Counter, Turn},
+        totp::{self, Code, TotpSecret},
+    },
+    store::{Confirmation, Enrolment},
+};
+
+/// Wrong codes a login challenge survives.
+pub const MFA_MAX_FAILURES: i32 = 5;
+const WRONG_CODE: &str = "the code is wrong or was already used";
+const BAD_MFA_TOKEN: &str = "the mfa_token is invalid, expired or already used";
+
+/// What enrolling answers: the secret for the authenticator, shown only here.
+pub struct TotpEnrolment {
+    pub secret: Secret,
+    pub otpauth_uri: String,
+}
+
+impl Accounts {
+    /// A fresh pending secret for the caller (replacing a pending one); TOTP counts
+    /// only once confirmed. `FAILED_PRECONDITION` when it is on already.
+    pub async fn enroll_totp(&self, caller: &UserCaller) -> DomainResult<TotpEnrolment> {
+        let user = self.caller_account(caller).await?;
+        let secret = TotpSecret::generate();
+        let stored = seal(self.kek(), &user.id, &secret)?;
+        match self
+            .ctx
+            .store
+            .put_pending_totp(&user.id, stored, self.ctx.now_ms())
+            .await?
+        {
+            Enrolment::AlreadyOn => {
+                return Err(DomainError::FailedPrecondition(
+                    "TOTP is already on; turn it off (DisableTotp) before enrolling again".into(),
+                ))
+            }
+            Enrolment::Pending => {}
+        }
+        self.ctx
+            .audit
+            .record(
+                caller.caller(),
+                Event::new(Action::EnrollTotp, Outcome::Ok).subject(&user.id),
+            )
+            .await;
+        Ok(TotpEnrolment {
+            secret: Secret::new(secret.base32()?),
+            otpauth_uri: secret.otpauth_uri(&self.ctx.settings.issuer, &user.username)?,
+        })
+    }
+
+    /// Turns TOTP on with a valid code of the pending secret; answers the ten
+    /// recovery codes, shown only here.
+    pub async fn confirm_totp(&self, caller: &UserCaller, code: &str) -> DomainResult<Vec<Secret>> {
+        let code = Code::parse(code)?;
+        let user_id = caller.user_id();
+        let credential = self.ctx.store.totp_credential(user_id).await?;
+        let Some(credential) = credential.filter(|c| c.confirmed_at.is_none()) else {
+            return Err(DomainError::FailedPrecondition(
+                "nothing to confirm: call EnrollTotp first".into(),
+            ));
+        };
+        let secret = open(self.kek(), user_id, &credential.secret)?;
+        let counter = Counter::Account(user_id);
+        let purpose = CheckPurpose::SecondFactor(Action::ConfirmTotp);
+        let turn = self.code_turn(caller.caller(), counter, purpose).await?;
+        let step = match &code {
+            Code::Totp(digits) => secret.matching_step(digits, self.ctx.now_ms())?,
+            _ => None,
+        };
+        let codes = totp::recovery_codes();
+        let confirmed = match step {
+            Some(step) => {
+                self.ctx
+                    .store
+                    .confirm_totp(Confirmation {
+                        user_id,
+                        step,
+                        recovery_code_hashes: codes.iter().map(|c| recovery_hash(c)).collect(),
+                        now_ms: self.ctx.now_ms(),
+                    })
+                    .await?
+            }
+            None => false,
+        };
+        if !confirmed {
+            return Err(self.wrong_code(caller.caller(), counter, purpose).await);
+        }
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
+        self.ctx
+            .audit
+            .record(
+                caller.caller(),
+                Event::new(Action::ConfirmTotp, Outcome::Ok).subject(user_id),
+            )
+            .await;
+        Ok(codes
+            .into_iter()
+            .map(|code| Secret::new(code.to_string()))
+            .collect())
+    }
+
+    /// Turns TOTP off with a TOTP code or a recovery code.
+    pub async fn disable_totp(&self, caller: &UserCaller, code: &str) -> DomainResult<()> {
+        let code = Code::parse(code)?;
+        let user_id = caller.user_id();
+        if !self.has_confirmed_totp(user_id).await? {
+            return Err(DomainError::FailedPrecondition("TOTP is not on".into()));
+        }
+        let counter = Counter::Account(user_id);
+        let purpose = CheckPurpose::SecondFactor(Action::DisableTotp);
+        let turn = self.code_turn(caller.caller(), counter, purpose).await?;
+        if !self.spend_code(user_id, &code).await? {
+            return Err(self.wrong_code(caller.caller(), counter, purpose).await);
+        }
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
+        self.ctx
+            .store
+            .remove_totp(user_id, self.ctx.now_ms())
+            .await?;
+        self.ctx
+            .audit
+            .record(
+                caller.caller(),
+                Event::new(Action::DisableTotp, Outcome::Ok).subject(user_id),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// The second step of a login: the challenge's token and a TOTP or recovery
+    /// code give what Login gives. The token works once and dies after
+    /// [`MFA_MAX_FAILURES`] wrong codes; every wrong code also counts toward the
+    /// account's throttling.
+    pub async fn verify_mfa(
+        &self,
+        caller: &Caller,
+        mfa_token: Secret,
+        code: &str,
+    ) -> DomainResult<LoggedIn> {
+        validation_required("mfa_token", mfa_token.expose())?;
+        let code = Code::parse(code)?;
+        let token_hash = digest_hex(mfa_token.expose());
+        let now_ms = self.ctx.now_ms();
+        let Some(challenge) = self
+            .ctx
+            .store
+            .open_mfa_challenge(&token_hash, now_ms, MFA_MAX_FAILURES)
+            .await?
+        else {
+            return Err(DomainError::Unauthenticated(BAD_MFA_TOKEN));
+        };
+        let user_id = challenge.user_id.as_str();
+        let counter = Counter::Account(user_id);
+        let purpose = CheckPurpose::SecondFactor(Action::VerifyMfa);
+        let turn = self.code_turn(caller, counter, purpose).await?;
+        if !self.spend_code(user_id, &code).await? {
+            self.ctx.store.fail_mfa_challenge(&token_hash).await?;
+            return Err(self.wrong_code(caller, counter, purpose).await);
+        }
+        if !self
+            .ctx
+            .store
+            .spend_mfa_challenge(&token_hash, self.ctx.now_ms(), MFA_MAX_FAILURES)
+            .await?
+        {
+            // Spent, expired or killed meanwhile (a concurrent VerifyMfa).
+            return Err(DomainError::Unauthenticated(BAD_MFA_TOKEN));
+        }
+        self.ctx.store.clear_login_failures(counter.key()).await?;
+        drop(turn);
+        self.finish_login(caller, user_id).await
+    }
+
+    /// After the right password of an account with TOTP: the challenge whose token
+    /// `VerifyMfa` takes.
+    pub(super) async fn start_challenge(&self, user_id: &str) -> DomainResult<Secret> {
+        let token = Secret::new(random_token(32));
+        let ttl_ms = i64::try_from(self.ctx.settings.mfa_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        self.ctx
+            .store
+            .insert_mfa_challenge(
+                digest_hex(token.expose()),
+                user_id,
+                self.ctx.now_ms().saturating_add(ttl_ms),
+            )
+            .await?;
+        Ok(token)
+    }
+
+    pub(super) async fn has_confirmed_totp(&self, user_id: &str) -> DomainResult<bool> {
+        Ok(self
+            .ctx
+            .store
+            .totp_credential(user_id)
+            .await?
+            .is_some_and(|c| c.confirmed_at.is_some()))
+    }
+
+    /// Spends `code` for the user: a TOTP code's time step, or a recovery code.
+    async fn spend_code(&self, user_id: &str, code: &Code) -> DomainResult<bool> {
+        match code {
+            Code::Totp(digits) => {
+                let Some(credential) = self.ctx.store.totp_credential(user_id).await? else {
+                    return Ok(false);
+                };
+                if credential.confirmed_at.is_none() {
+                    return Ok(false);
+                }
+                let secret = open(self.kek(), user_id, &credential.secret)?;
+                match secret.matching_step(digits, self.ctx.now_ms())? {
+                    Some(step) => Ok(self.ctx.store.claim_totp_step(user_id, step).await?),
+                    None => Ok(false),
+                }
+            }
+            Code::Recovery(normalised) => Ok(self
+                .ctx
+                .store
+                .use_recovery_code(user_id, &digest_hex(normalised), self.ctx.now_ms())
+                .await?),
+            Code::Malformed => Ok(false),
+        }
+    }
+
+    /// The account's turn for checking a code, refused while it is locked.
+    async fn code_turn(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        purpose: CheckPurpose<'_>,
+    ) -> DomainResult<Turn> {
+        self.refuse_if_locked(caller, counter, purpose).await?;
+        let max_waiting =
+            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
+        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
+            return Err(DomainError::Throttled {
+                retry_after: CROWDED_RETRY,
+            });
+        };
+        self.refuse_if_locked(caller, counter, purpose).await?;
+        Ok(turn)
+    }
+
+    async fn wrong_code(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        purpose: CheckPurpose<'_>,
+    ) -> DomainError {
+        match self.count_failure(caller, counter, purpose).await {
+            DomainError::BadCredentials => DomainError::Unauthenticated(WRONG_CODE),
+            other => other,
+        }
+    }
+
+    /// The caller's own account; `UNAUTHENTICATED` when it is gone.
+    async fn caller_account(
+        &self,
+        caller: &UserCaller,
+    ) -> DomainResult<crate::store::entities::user::Model> {
+        self.ctx
+            .store
+            .find_user(caller.user_id())
+            .await?
+            .map(|found| found.user)
+            .ok_or(DomainError::InvalidToken)
+    }
+
+    fn kek(&self) -> Option<&KeyEncryptionKey> {
+        self.ctx.settings.key_encryption.as_ref()
+    }
+}
+
+fn validation_required(field: &'static str, value: &str) -> DomainResult<()> {
+    crate::domain::validation::required(field, value)
+}
+
+/// The hash a recovery code is stored by: of its normal form (no dashes, lower case).
+fn recovery_hash(code: &str) -> String {
+    match Code::parse(code) {
+        Ok(Code::Recovery(normalised)) => digest_hex(&normalised),
+        _ => digest_hex(code),
+    }
+}
+
+/// The secret as stored: sealed with the user id as associated data when a key
+/// is set, else its base32.
+fn seal(
+    kek: Option<&KeyEncryptionKey>,
+    user_id: &str,
+    secret: &TotpSecret,
+) -> DomainResult<String> {
+    match kek {
+        Some(kek) => Ok(kek.seal(user_id.as_bytes(), secret.bytes())),
+        None => secret.base32(),
+    }
+}
+
+fn open(kek: Option<&KeyEncryptionKey>, user_id: &str, stored: &str) -> DomainResult<TotpSecret> {
+    if sealing::is_sealed(stored) {
+        let kek = kek.ok_or_else(|| {
+            DomainError::internal(anyhow::anyhow!(
+                "a TOTP secret is sealed but AUTHD_KEY_ENCRYPTION_KEY is not set"
+            ))
+        })?;
+        let bytes = kek
+            .open(user_id.as_bytes(), stored)
+            .map_err(|e| DomainError::internal(anyhow::anyhow!("opening a TOTP secret: {e:?}")))?;
+        return Ok(TotpSecret::from_bytes(bytes));
+    }
+    let bytes = totp_rs::Secret::Encoded(stored.to_owned())
+        .to_bytes()
+        .map_err(|_| {
+            DomainError::internal(anyhow::anyhow!("a stored TOTP secret is not base32"))
+        })?;
+    Ok(TotpSecret::from_bytes(Zeroizing::new(bytes)))
+}
