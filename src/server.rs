@@ -1,6 +1,8 @@
 //! Builds the application state once and serves it: gRPC (AuthService,
-//! AdminService, health, reflection) and HTTP (JWKS, metrics), until `shutdown`.
-//! Connections on both are accepted and bounded by [`crate::listen`].
+//! AdminService, health, reflection) and HTTP (JWKS, metrics), over TLS when it is
+//! configured, and health alone in plaintext on `AUTHD_HEALTH_LISTEN`, until
+//! `shutdown`. Connections on all of them are accepted and bounded by
+//! [`crate::listen`].
 //!
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
@@ -12,6 +14,8 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
 };
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
@@ -32,7 +36,7 @@ use crate::{
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
     },
     http,
-    listen::{self, grpc_timeout::GrpcTimeoutLayer},
+    listen::{self, grpc_timeout::GrpcTimeoutLayer, tls::Certificates},
     store::Store,
 };
 
@@ -69,6 +73,19 @@ pub async fn run_with_clock(
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Settings that stop start-up are checked before the database is touched.
+    let certificates = match config.tls.files()? {
+        Some(files) => Some(Arc::new(Certificates::load(files)?)),
+        None => None,
+    };
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("AUTHD_HEALTH_LISTEN: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
@@ -78,6 +95,9 @@ pub async fn run_with_clock(
     crate::telemetry::metrics();
     let domain = build(&config, clock).await?;
     let background = CancellationToken::new();
+    if let Some(certificates) = &certificates {
+        tokio::spawn(certificates.clone().watch(background.clone()));
+    }
     tokio::spawn(record_api_key_use(domain.clone(), background.clone()));
     {
         let (hot, stop, every) = (
@@ -115,8 +135,22 @@ pub async fn run_with_clock(
         http_listener,
         domain.clone(),
         config.connection_limits(),
+        certificates.as_ref().map(|c| c.http()),
         draining.clone(),
     ));
+    let health_server = health_listener.map(|listener| {
+        let mut routes = Routes::builder();
+        routes.add_service(health_service.clone());
+        tokio::spawn(listen::serve(
+            "health",
+            listener,
+            grpc_connections(config.max_concurrent_streams),
+            GrpcTimeoutLayer.layer(routes.routes().prepare()),
+            config.connection_limits(),
+            None,
+            draining.clone().cancelled_owned(),
+        ))
+    });
     let mut routes = Routes::builder();
     routes.add_service(health_service);
     let routes = grpc_routes(&domain, routes)?;
@@ -136,6 +170,7 @@ pub async fn run_with_clock(
         grpc_connections(config.max_concurrent_streams),
         grpc_service,
         config.connection_limits(),
+        certificates.as_ref().map(|c| c.grpc()),
         grpc_shutdown,
     );
     tracing::info!("authd serving");
@@ -154,6 +189,9 @@ pub async fn run_with_clock(
     let _ = tokio::time::timeout(PRUNER_STOP, pruning).await;
     domain.api_keys.flush_use().await;
     let _ = http_server.await;
+    if let Some(health_server) = health_server {
+        let _ = health_server.await;
+    }
     domain.close().await;
     Ok(())
 }

@@ -14,6 +14,7 @@ mod m20261125_000007_signing_key_active_from;
 mod m20261201_000008_key_login_failures_by_account;
 mod m20261201_000009_add_revocation_bounds;
 mod m20261201_000010_prepare_pruning;
+mod m20261201_000011_audit_peer_identity;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_key_login_failures_by_account::Migration),
             Box::new(m20261201_000009_add_revocation_bounds::Migration),
             Box::new(m20261201_000010_prepare_pruning::Migration),
+            Box::new(m20261201_000011_audit_peer_identity::Migration),
         ]
     }
 }

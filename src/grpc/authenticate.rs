@@ -68,11 +68,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let admin = self.admin.clone();
         Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map(|addr| addr.to_string());
+            let peer = super::peer(request.extensions());
             let authorised = match bearer_token(request.headers()) {
                 Ok(token) => admin.authorize(token, peer).await.map_err(Status::from),
                 Err(status) => Err(status),
