@@ -38,4 +38,5 @@ mod secrets_at_rest;
 mod sessions;
 mod storage_faults;
 mod throttling;
+mod tls;
 mod tokens;
