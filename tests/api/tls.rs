@@ -152,8 +152,19 @@ fn tls_config(db: &TestDb, files: &Files, client_ca: Option<&Ca>) -> ServeConfig
 
 impl TlsServer {
     async fn spawn(db: TestDb, files: &Files, ca: &Ca, client_ca: Option<&Ca>) -> TlsServer {
+        Self::spawn_with(db, files, ca, client_ca, |_| {}).await
+    }
+
+    async fn spawn_with(
+        db: TestDb,
+        files: &Files,
+        ca: &Ca,
+        client_ca: Option<&Ca>,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TlsServer {
         files.write_pair(&ca.server());
-        let config = tls_config(&db, files, client_ca);
+        let mut config = tls_config(&db, files, client_ca);
+        configure(&mut config);
         let health_addr = config.health_listen.expect("health listener");
         let server = TestServer::start(config, Clock::system()).await;
         TlsServer {
@@ -272,6 +283,55 @@ async fn tls_serves_grpc_and_http_and_refuses_plaintext(db: TestDb) {
         plaintext.is_err() || !plaintext.expect("response").status().is_success(),
         "plaintext HTTP answered on the TLS port"
     );
+}
+
+/// When `tcp` is closed by the server, if it is within `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < within {
+        let read = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+async fn a_stalled_handshake_is_closed_within_the_header_timeout(db: TestDb) {
+    use tokio::io::AsyncWriteExt;
+    let (files, ca) = (Files::new(), Ca::new("authd test CA"));
+    let app = TlsServer::spawn_with(db, &files, &ca, None, |c| {
+        c.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connect");
+    let mut half = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connect");
+    // The header of a ClientHello record, and nothing of the record itself.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .expect("write");
+    // Handshakes wait in their own tasks: the listener serves others meanwhile.
+    assert_eq!(tls_health(app.addr(), &ca.pem(), None).await, SERVING);
+    let (silent, half) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        closed_within(&mut half, Duration::from_secs(5)),
+    );
+    for (what, closed) in [
+        ("a silent connection", silent),
+        ("half a ClientHello", half),
+    ] {
+        let closed = closed.unwrap_or_else(|| panic!("{what} was still open after 5 s"));
+        assert!(
+            closed < Duration::from_secs(3),
+            "{what} was closed after {closed:?}, with a 1 s header timeout"
+        );
+    }
 }
 
 /// `peer_identity` of the audit rows of `action`.
@@ -834,6 +894,7 @@ on_both_databases!(
     mutual_tls_needs_a_client_certificate_and_audits_its_identity,
 );
 on_sqlite!(
+    a_stalled_handshake_is_closed_within_the_header_timeout,
     a_replaced_certificate_reaches_new_connections_and_old_ones_go_on,
     a_broken_new_pair_keeps_the_old_certificate,
     the_health_listener_serves_health_only_in_plaintext,
