@@ -415,6 +415,27 @@ async fn a_replaced_certificate_reaches_new_connections_and_old_ones_go_on(db: T
     assert_eq!(health(open, "").await, SERVING);
 }
 
+async fn a_replaced_client_ca_is_used_for_new_handshakes(db: TestDb) {
+    let (files, ca, first) = (Files::new(), Ca::new("server CA"), Ca::new("first clients"));
+    let app = TlsServer::spawn(db, &files, &ca, Some(&first)).await;
+    let (old_client, second) = (first.client(CLIENT_CN, None), Ca::new("second clients"));
+    let new_client = second.client(CLIENT_CN, None);
+    assert_eq!(
+        tls_health(app.addr(), &ca.pem(), Some(&old_client)).await,
+        SERVING
+    );
+    files.write("client-ca.pem", &second.pem());
+    eventually(Duration::from_secs(15), || async {
+        tls_health(app.addr(), &ca.pem(), Some(&new_client)).await == SERVING
+    })
+    .await
+    .expect("the new client CA is used within 15 s");
+    assert_eq!(
+        tls_health(app.addr(), &ca.pem(), Some(&old_client)).await,
+        -1
+    );
+}
+
 async fn tls_health_is(addr: SocketAddr, ca: String, expected: i32) -> bool {
     tls_health(addr, &ca, None).await == expected
 }
@@ -896,6 +917,7 @@ on_both_databases!(
 on_sqlite!(
     a_stalled_handshake_is_closed_within_the_header_timeout,
     a_replaced_certificate_reaches_new_connections_and_old_ones_go_on,
+    a_replaced_client_ca_is_used_for_new_handshakes,
     a_broken_new_pair_keeps_the_old_certificate,
     the_health_listener_serves_health_only_in_plaintext,
     start_up_errors_name_the_setting,
