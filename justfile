@@ -14,12 +14,20 @@ test *args:
 test-pg *args:
     AUTHD_TEST_DATABASE_URL={{pg_url}} cargo test {{args}}
 
-# Formatting check, clippy, and the container and Kubernetes linters.
+# Formatting check, clippy, and the linters of the deployment files.
 lint:
     cargo fmt --all --check
     cargo clippy --all-targets -- -D warnings
     hadolint Dockerfile
     kubernetes-validate --strict deploy/kubernetes/[!k]*.yaml
+    promtool check rules deploy/prometheus/authd.rules.yml
+    promtool test rules deploy/prometheus/authd.rules.test.yml
+    python3 deploy/prometheus/prometheusrule.py --check
+    python3 .ci/check-metric-names.py
+
+# Regenerate the PrometheusRule of overlays/monitoring from deploy/prometheus/authd.rules.yml.
+prometheusrule:
+    python3 deploy/prometheus/prometheusrule.py
 
 # Format the code.
 fmt:

@@ -94,6 +94,7 @@ async fn rewrap(args: KeysRewrapArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
+    config.check().map_err(anyhow::Error::msg)?;
     let grpc = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
@@ -158,6 +159,21 @@ async fn create_api_key(args: ApiKeyCreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A listen address as an address to connect to: 0.0.0.0 and [::] mean this machine.
+fn local_target(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sock) if sock.ip().is_unspecified() => {
+            let loopback: std::net::IpAddr = if sock.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(loopback, sock.port()).to_string()
+        }
+        _ => addr.to_owned(),
+    }
+}
+
 async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -201,11 +217,12 @@ fn health_endpoint(args: &HealthArgs) -> anyhow::Result<tonic::transport::Endpoi
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("{flag} ({}): cannot read", path.display()))
     };
+    let target = local_target(&args.addr);
     let Some(ca) = &args.tls_ca else {
-        return Endpoint::from_shared(format!("http://{}", args.addr))
+        return Endpoint::from_shared(format!("http://{target}"))
             .with_context(|| format!("--addr {}", args.addr));
     };
-    let endpoint = Endpoint::from_shared(format!("https://{}", args.addr))
+    let endpoint = Endpoint::from_shared(format!("https://{target}"))
         .with_context(|| format!("--addr {}", args.addr))?;
     let mut tls =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));

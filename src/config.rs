@@ -157,8 +157,9 @@ pub struct UserCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// The gRPC address to check.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    /// The gRPC address to check: by default the one `serve` listens on (an
+    /// unspecified address such as 0.0.0.0 means this machine).
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
     pub addr: String,
     /// The service name to check ("" for readiness, "liveness" for liveness).
     #[arg(long, default_value = "")]
@@ -436,6 +437,12 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,
 
+    /// How long `serve` waits at start for a PostgreSQL database that does not
+    /// answer (retrying with backoff, liveness SERVING meanwhile) before it exits.
+    /// `0s` gives up at the first failure.
+    #[arg(long, env = "AUTHD_STARTUP_TIMEOUT", default_value = "5m", value_parser = parse_duration_or_zero)]
+    pub startup_timeout: Duration,
+
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "AUTHD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -468,6 +475,29 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Settings that are each valid but contradict each other; the message is one
+    /// line naming both.
+    pub fn check(&self) -> Result<(), String> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.session_max_ttl < self.access_token_ttl {
+            return Err(format!(
+                "AUTHD_SESSION_MAX_TTL ({}) is shorter than AUTHD_ACCESS_TOKEN_TTL ({}): \
+                 a session would end before its first access token",
+                show(self.session_max_ttl),
+                show(self.access_token_ttl)
+            ));
+        }
+        if self.change_poll_interval >= self.max_staleness {
+            return Err(format!(
+                "AUTHD_CHANGE_POLL_INTERVAL ({}) must be shorter than AUTHD_MAX_STALENESS ({}): \
+                 the views would go stale between two polls",
+                show(self.change_poll_interval),
+                show(self.max_staleness)
+            ));
+        }
+        Ok(())
+    }
+
     pub fn auth_settings(&self) -> AuthSettings {
         AuthSettings {
             access_ttl: self.access_token_ttl,
@@ -533,6 +563,11 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(duration)
+}
+
+/// A duration where zero means "not at all".
+fn parse_duration_or_zero(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 0s, 90s, 15m)"))
 }
 
 /// The longest [`ServeConfig::header_timeout`]: API.md promises a connection that has

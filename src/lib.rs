@@ -16,3 +16,4 @@ pub mod listen;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod usage_error;

@@ -2,18 +2,26 @@
 
 use std::process::ExitCode;
 
+use authd::config::{Cli, LogFormat};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = authd::config::Cli::parse();
-    authd::telemetry::init(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return authd::usage_error::report(err),
+    };
+    let log_format = cli.log_format;
+    authd::telemetry::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("authd: cannot start the async runtime: {err}");
+            fatal(
+                log_format,
+                &format!("cannot start the async runtime: {err}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -21,8 +29,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line, naming what is wrong; no backtrace.
-            eprintln!("authd: {err:#}");
+            fatal(log_format, &format!("{err:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error that stops the process: one line, a JSON log line in JSON mode.
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("authd: {message}"),
+        LogFormat::Json => tracing::error!(target: "authd", "authd: {message}"),
     }
 }

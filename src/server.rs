@@ -7,7 +7,10 @@
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
 
-use std::future::Future;
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use hyper_util::{
@@ -31,20 +34,23 @@ use crate::{
         admin_service::AdminApi,
         auth_service::AuthApi,
         authenticate::AuthenticateLayer,
+        end_on_drain::EndOnDrainLayer,
         message_limit::MessageLimitLayer,
+        metrics::GrpcMetricsLayer,
         observe::ObserveLayer,
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
+        starting::StartingRoutes,
     },
     http,
     listen::{self, grpc_timeout::GrpcTimeoutLayer, tls::Certificates},
-    store::Store,
+    store::{Store, StoreError},
 };
 
 /// The health service name that reports the process alone, for liveness probes.
 pub const LIVENESS: &str = "liveness";
 const AUTH_SERVICE: &str = "auth.v1.AuthService";
 /// How long shutdown waits for the pruner to finish its batch and release its lease.
-const PRUNER_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+const PRUNER_STOP: Duration = Duration::from_secs(5);
 
 /// Opens the store, loads the views and serves on the given listeners until
 /// `shutdown` resolves; then reports NOT_SERVING, drains in-flight calls (up to the
@@ -66,6 +72,10 @@ pub async fn run(
 }
 
 /// [`run`] on the given clock (tests drive a manual one).
+///
+/// The gRPC listener serves health from the start (liveness `SERVING`, readiness
+/// `NOT_SERVING`) while the database is opened, so a PostgreSQL that is not up yet
+/// is waited for (see [`build_when_reachable`]) without the pod being restarted.
 pub async fn run_with_clock(
     config: ServeConfig,
     clock: Clock,
@@ -91,9 +101,103 @@ pub async fn run_with_clock(
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
     set_readiness(&health, ServingStatus::NotServing).await;
-
     crate::telemetry::metrics();
-    let domain = build(&config, clock).await?;
+
+    let requested = CancellationToken::new();
+    {
+        let requested = requested.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            requested.cancel();
+        });
+    }
+    // Draining: readiness off, then health streams end and connections close.
+    let draining = CancellationToken::new();
+    let streams_end = CancellationToken::new();
+    let grpc_shutdown = {
+        let (requested, draining, streams_end, health) = (
+            requested.clone(),
+            draining.clone(),
+            streams_end.clone(),
+            health.clone(),
+        );
+        async move {
+            requested.cancelled().await;
+            tracing::info!("shutdown requested; draining in-flight calls");
+            // Stop following the database first, so nothing turns readiness back on.
+            draining.cancel();
+            set_readiness(&health, ServingStatus::NotServing).await;
+            // Watchers get that NOT_SERVING, then their streams end.
+            streams_end.cancel();
+        }
+    };
+    let health_service = EndOnDrainLayer::new(streams_end).layer(health_service);
+    let mut starting = Routes::builder();
+    starting.add_service(health_service.clone());
+    let routes = StartingRoutes::new(starting.routes().prepare());
+    let served = [
+        grpc::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    // Metrics outermost, so they see the deadline's DEADLINE_EXCEEDED and the end
+    // of every response body.
+    let grpc_service = ServiceBuilder::new()
+        .layer(GrpcMetricsLayer::new(&served))
+        .layer(GrpcTimeoutLayer)
+        .layer(ObserveLayer::new(&served))
+        .layer(MessageLimitLayer)
+        .service(routes.clone());
+    let mut grpc_server = tokio::spawn(listen::serve(
+        "grpc",
+        grpc_listener,
+        grpc_connections(config.max_concurrent_streams),
+        grpc_service,
+        config.connection_limits(),
+        certificates.as_ref().map(|c| c.grpc()),
+        grpc_shutdown,
+    ));
+    // Health alone, in plaintext, for probes that cannot speak TLS.
+    let health_server = health_listener.map(|listener| {
+        let mut routes = Routes::builder();
+        routes.add_service(health_service.clone());
+        tokio::spawn(listen::serve(
+            "health",
+            listener,
+            grpc_connections(config.max_concurrent_streams),
+            GrpcTimeoutLayer.layer(routes.routes().prepare()),
+            config.connection_limits(),
+            None,
+            draining.clone().cancelled_owned(),
+        ))
+    });
+    let stop_health = |server: &Option<tokio::task::JoinHandle<()>>| {
+        if let Some(server) = server {
+            server.abort();
+        }
+    };
+
+    let domain = tokio::select! {
+        built = build_when_reachable(&config, clock) => match built {
+            Ok(domain) => domain,
+            Err(err) => {
+                grpc_server.abort();
+                stop_health(&health_server);
+                return Err(err);
+            }
+        },
+        () = requested.cancelled() => {
+            tracing::info!("shutdown requested before the database was reached");
+            grpc_server.abort();
+            stop_health(&health_server);
+            return Ok(());
+        }
+    };
+    let mut full = Routes::builder();
+    full.add_service(health_service);
+    routes.finish(grpc_routes(&domain, full)?);
+
     let background = CancellationToken::new();
     if let Some(certificates) = &certificates {
         tokio::spawn(certificates.clone().watch(background.clone()));
@@ -112,25 +216,11 @@ pub async fn run_with_clock(
             .pruner(config.retention_settings())
             .run(background.clone()),
     );
-    let draining = CancellationToken::new();
-    tokio::spawn(follow_database(
-        domain.hot.database_up(),
+    tokio::spawn(follow_readiness(
+        domain.hot.ready(),
         health.clone(),
         draining.clone(),
     ));
-
-    let grpc_shutdown = {
-        let draining = draining.clone();
-        let health = health.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutdown requested; draining in-flight calls");
-            // Stop following the database first, so nothing turns readiness back on.
-            draining.cancel();
-            set_readiness(&health, ServingStatus::NotServing).await;
-        }
-    };
-
     let http_server = tokio::spawn(http::serve(
         http_listener,
         domain.clone(),
@@ -138,48 +228,14 @@ pub async fn run_with_clock(
         certificates.as_ref().map(|c| c.http()),
         draining.clone(),
     ));
-    let health_server = health_listener.map(|listener| {
-        let mut routes = Routes::builder();
-        routes.add_service(health_service.clone());
-        tokio::spawn(listen::serve(
-            "health",
-            listener,
-            grpc_connections(config.max_concurrent_streams),
-            GrpcTimeoutLayer.layer(routes.routes().prepare()),
-            config.connection_limits(),
-            None,
-            draining.clone().cancelled_owned(),
-        ))
-    });
-    let mut routes = Routes::builder();
-    routes.add_service(health_service);
-    let routes = grpc_routes(&domain, routes)?;
-    let grpc_service = ServiceBuilder::new()
-        .layer(GrpcTimeoutLayer)
-        .layer(ObserveLayer::new(&[
-            grpc::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ]))
-        .layer(MessageLimitLayer)
-        .service(routes);
-    let grpc_server = listen::serve(
-        "grpc",
-        grpc_listener,
-        grpc_connections(config.max_concurrent_streams),
-        grpc_service,
-        config.connection_limits(),
-        certificates.as_ref().map(|c| c.grpc()),
-        grpc_shutdown,
-    );
     tracing::info!("authd serving");
 
     let grace = config.shutdown_grace;
     tokio::select! {
-        () = grpc_server => {}
+        _ = &mut grpc_server => {}
         () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_s = grace.as_secs(), "in-flight calls outlived the shutdown grace; exiting");
+            grpc_server.abort();
         }
     }
     background.cancel();
@@ -226,16 +282,80 @@ fn grpc_connections(max_concurrent_streams: u32) -> auto::Builder<TokioExecutor>
     connections
 }
 
+/// The first wait after a failed attempt to reach the database at start; it
+/// doubles up to [`STARTUP_RETRY_MAX`].
+const STARTUP_RETRY_FIRST: Duration = Duration::from_millis(500);
+const STARTUP_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// [`build`], retried with backoff while a PostgreSQL database does not answer, for
+/// up to `AUTHD_STARTUP_TIMEOUT`. Any other error (a bad URL, refused credentials,
+/// a failed migration, a wrong key-encryption key) stops start-up at once, as does
+/// an unreachable SQLite file, which no waiting brings back.
+async fn build_when_reachable(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain> {
+    let started = Instant::now();
+    let mut next_wait = STARTUP_RETRY_FIRST;
+    let mut attempt = 1u32;
+    loop {
+        let err = match build(config, clock.clone()).await {
+            Ok(domain) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "database reached");
+                }
+                return Ok(domain);
+            }
+            Err(err) => err,
+        };
+        let waited = started.elapsed();
+        let Some(left) = config.startup_timeout.checked_sub(waited) else {
+            return Err(err);
+        };
+        if err.downcast_ref::<DatabaseUnreachable>().is_none() || left.is_zero() {
+            return Err(err);
+        }
+        let wait = next_wait.min(left);
+        tracing::warn!(
+            attempt,
+            error = %format!("{err:#}"),
+            retry_in_ms = wait.as_millis() as u64,
+            waited_s = waited.as_secs(),
+            "database not reachable yet; waiting (AUTHD_STARTUP_TIMEOUT)"
+        );
+        tokio::time::sleep(wait).await;
+        next_wait = (next_wait * 2).min(STARTUP_RETRY_MAX);
+        attempt += 1;
+    }
+}
+
+/// A PostgreSQL database that did not answer at start: worth waiting for.
+#[derive(Debug, thiserror::Error)]
+#[error("AUTHD_DATABASE_URL: {0}")]
+struct DatabaseUnreachable(String);
+
 /// Connects and migrates (the store), loads the memory views (the hot path), and
 /// builds the slow path around them (the domain).
 pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain> {
     let kek = config.database.key_encryption.load()?;
-    let store = Store::open(&config.database.settings())
+    let settings = config.database.settings();
+    let waitable = settings.url.starts_with("postgres");
+    let store = Store::open(&settings).await.map_err(|e| {
+        if waitable && e.is_unreachable() {
+            anyhow::Error::new(DatabaseUnreachable(e.to_string()))
+        } else {
+            anyhow::anyhow!("AUTHD_DATABASE_URL: {e}")
+        }
+    })?;
+    let unreachable = |err: anyhow::Error| match err.downcast_ref::<StoreError>() {
+        Some(StoreError::Unavailable(_)) if waitable => {
+            anyhow::Error::new(DatabaseUnreachable(format!("{err:#}")))
+        }
+        _ => err,
+    };
+    signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms())
         .await
-        .map_err(|e| anyhow::anyhow!("AUTHD_DATABASE_URL: {e}"))?;
-    signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms()).await?;
+        .map_err(unreachable)?;
     let hot = HotPath::load(store.clone(), clock.clone(), config.hot_settings(kek))
         .await
+        .map_err(|err| unreachable(anyhow::Error::new(err)))
         .context("loading the memory views")?;
     let hasher = PasswordHasher::new(&config.hashing.settings())?;
     Ok(Domain::new(
@@ -247,9 +367,9 @@ pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain>
     ))
 }
 
-/// Readiness follows the database: SERVING while the change feed reads it and
-/// writes reach it.
-async fn follow_database(
+/// Readiness follows whether this replica can answer the hot path (its views are
+/// fresh and the database is not refusing writes while it answers reads).
+async fn follow_readiness(
     mut up: tokio::sync::watch::Receiver<bool>,
     health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
@@ -286,7 +406,7 @@ async fn set_readiness(health: &tonic_health::server::HealthReporter, status: Se
 
 /// Writes API-key use to the database in batches, off the hot path.
 async fn record_api_key_use(domain: Domain, stop: CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+    let mut every = tokio::time::interval(Duration::from_secs(15));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -295,8 +415,19 @@ async fn record_api_key_use(domain: Domain, stop: CancellationToken) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once,
+/// without waiting for the drain.
 pub async fn shutdown_signal() {
+    one_signal().await;
+    tokio::spawn(async {
+        one_signal().await;
+        tracing::warn!("second shutdown signal; exiting at once");
+        std::process::exit(1);
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn one_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,6 +1,7 @@
 //! Logs and metrics. Logs: a tracing subscriber writing text for people or JSON for
 //! log pipelines. Metrics: the `metrics` facade with a Prometheus recorder, rendered
-//! by the HTTP side at `/metrics`.
+//! by the HTTP side at `/metrics`, every family described (`# HELP`) in
+//! [`describe_metrics`], plus the process metrics of `metrics-process`.
 //! `RUST_LOG` overrides the default level (info), under a ceiling it cannot lift for
 //! the database crates (see [`secret_ceiling`]). Nothing logged here or anywhere
 //! carries a password, token or hash: those live in redacting types.
@@ -80,10 +81,139 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe_metrics();
             metrics::gauge!("authd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         })
         .as_ref()
+}
+
+/// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, …), as Prometheus' own clients name them.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the process metrics now (at scrape time).
+pub fn sample_process() {
+    process_collector().collect();
+}
+
+/// The `# HELP` line of every metric family authd writes. Each family is recorded
+/// where it happens; its description lives here, so one list shows them all (a
+/// test checks that every family on `/metrics` has one).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+    // The gRPC ecosystem's server metrics (src/grpc/metrics.rs), as go-grpc-middleware
+    // describes them.
+    describe_counter!(
+        "grpc_server_started_total",
+        "Total number of RPCs started on the server."
+    );
+    describe_counter!(
+        "grpc_server_handled_total",
+        "Total number of RPCs completed on the server, regardless of success or failure."
+    );
+    describe_histogram!(
+        "grpc_server_handling_seconds",
+        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server; streams to their end."
+    );
+
+    describe_gauge!(
+        "authd_build_info",
+        "Always 1; the version of authd in its label."
+    );
+    describe_gauge!(
+        "authd_database_up",
+        "1 while the database answers this replica's change-feed polls and takes its writes, else 0."
+    );
+    describe_counter!(
+        "authd_audit_events_total",
+        "Audit events recorded, by action and outcome (lockouts are action=login outcome=failed_and_locked; refresh reuse is action=refresh_reuse)."
+    );
+    describe_gauge!(
+        "authd_view_staleness_seconds",
+        "Seconds since the memory views last synced with the database."
+    );
+    describe_histogram!(
+        "authd_change_feed_lag_seconds",
+        "Seconds from a change's commit to this replica's change-feed poll applying it."
+    );
+    describe_counter!(
+        "authd_change_feed_applied_total",
+        "Changes applied by this replica's change-feed polls."
+    );
+    describe_counter!(
+        "authd_change_feed_errors_total",
+        "Change-feed polls or reloads that failed (the database did not answer)."
+    );
+    describe_counter!(
+        "authd_token_cache_hits_total",
+        "Access tokens answered from the verified-token cache."
+    );
+    describe_counter!(
+        "authd_token_cache_misses_total",
+        "Access tokens not in the verified-token cache, whose signature was checked."
+    );
+    describe_gauge!(
+        "authd_token_cache_entries",
+        "Verified access tokens held in the cache."
+    );
+    describe_gauge!(
+        "authd_ended_sessions_tracked",
+        "Ended sessions whose tokens may still be presented, held in memory."
+    );
+    describe_gauge!(
+        "authd_live_sessions",
+        "Sessions started and not ended, as far as this replica knows."
+    );
+    describe_gauge!(
+        "authd_hash_queue_depth",
+        "Password hashes waiting for a hashing worker."
+    );
+    describe_gauge!(
+        "authd_hash_queue_capacity",
+        "Password hashes that may wait for a worker (AUTHD_HASH_QUEUE); past it Login and Register answer RESOURCE_EXHAUSTED."
+    );
+    describe_gauge!(
+        "authd_hash_in_flight",
+        "Password hashes admitted: waiting for or holding a hashing worker."
+    );
+    describe_histogram!(
+        "authd_hash_wait_seconds",
+        "Seconds a password hash waited for a hashing worker."
+    );
+    describe_counter!(
+        "authd_hash_rejected_total",
+        "Password hashes refused at once because the hashing queue was full."
+    );
+    describe_gauge!(
+        "authd_db_pool_connections",
+        "Database connections in the pool, by state (idle, in_use)."
+    );
+    describe_counter!(
+        "authd_connections_refused_total",
+        "Connections closed at accept because the listener's connection limit was reached, by listener."
+    );
+    describe_counter!(
+        "authd_tls_handshake_failures_total",
+        "TLS handshakes that failed or did not finish within the header timeout, by listener."
+    );
+    describe_counter!(
+        "authd_tls_reloads_total",
+        "Certificate files read again after a change or SIGHUP, by outcome (loaded, failed: the previous certificate is kept)."
+    );
+    describe_counter!(
+        "authd_pruned_rows_total",
+        "Rows deleted because they can no longer matter, by table."
+    );
+    describe_counter!(
+        "authd_prune_rounds_total",
+        "Prune rounds, by outcome: pruned (this replica holds the lease), skipped (another does), failed."
+    );
+    process_collector().describe();
 }
 
 #[cfg(test)]

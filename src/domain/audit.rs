@@ -1,5 +1,7 @@
-//! The audit trail: every security-relevant event becomes a row in `audit_events`
-//! and a structured log line (target `audit`). Never a password, token or hash.
+//! The audit trail: every security-relevant event becomes a row in `audit_events`,
+//! a structured log line (target `audit`) and a count in
+//! `authd_audit_events_total{action,outcome}`, which is what alerts on lockouts and
+//! refresh reuse watch. Never a password, token or hash.
 
 use super::caller::Caller;
 use crate::{
@@ -117,6 +119,9 @@ impl Audit {
     /// the action it describes has already happened.
     pub async fn record(&self, caller: &Caller, event: Event<'_>) {
         let (action, outcome) = (event.action.as_str(), event.outcome.as_str());
+        // Counted whether or not the row is stored: the event has happened.
+        metrics::counter!("authd_audit_events_total", "action" => action, "outcome" => outcome)
+            .increment(1);
         tracing::info!(
             target: "audit",
             action,

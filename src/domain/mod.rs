@@ -6,7 +6,8 @@
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
-//!   administration and who may do it), [`api_keys::ApiKeys`]. They write to the
+//!   administration and who may do it), [`api_keys::ApiKeys`], [`audit_trail::AuditTrail`]
+//!   (reading the audit trail). They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod audit_trail;
 pub mod caller;
 mod context;
 pub mod error;
@@ -35,8 +37,8 @@ use std::{sync::Arc, time::Duration};
 pub use error::{DomainError, DomainResult};
 
 use self::{
-    accounts::Accounts, admin::Admin, api_keys::ApiKeys, context::Context, hot::HotPath,
-    passwords::PasswordHasher, sessions::Sessions,
+    accounts::Accounts, admin::Admin, api_keys::ApiKeys, audit_trail::AuditTrail, context::Context,
+    hot::HotPath, passwords::PasswordHasher, sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -58,6 +60,7 @@ pub struct Domain {
     pub sessions: Sessions,
     pub admin: Admin,
     pub api_keys: ApiKeys,
+    pub audit: AuditTrail,
     context: Arc<Context>,
 }
 
@@ -75,18 +78,23 @@ impl Domain {
             accounts: Accounts::new(context.clone()),
             admin: Admin::new(context.clone(), sessions.clone()),
             api_keys: ApiKeys::new(context.clone()),
+            audit: AuditTrail::new(context.clone()),
             sessions,
             hot,
             context,
         }
     }
 
-    /// Sets the state gauges: hashing pool, memory views, database pool. All from
-    /// memory: a scrape costs no query (a COUNT per scrape once slowed logins).
+    /// Sets the state gauges: hashing pool, memory views, database pool, the
+    /// process. All from memory: a scrape costs no query (a COUNT per scrape once
+    /// slowed logins).
     pub async fn sample_gauges(&self) {
         let hasher = &self.context.hasher;
         metrics::gauge!("authd_hash_queue_depth").set(hasher.waiting() as f64);
+        metrics::gauge!("authd_hash_queue_capacity").set(hasher.queue_capacity() as f64);
         metrics::gauge!("authd_hash_in_flight").set(hasher.in_flight() as f64);
+        let up = *self.hot.database_up().borrow();
+        metrics::gauge!("authd_database_up").set(if up { 1.0 } else { 0.0 });
         let hot = self.hot.stats();
         metrics::gauge!("authd_view_staleness_seconds").set(hot.staleness_ms as f64 / 1000.0);
         metrics::gauge!("authd_ended_sessions_tracked").set(hot.ended_sessions as f64);
@@ -96,6 +104,7 @@ impl Domain {
         metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(pool.idle as f64);
         metrics::gauge!("authd_db_pool_connections", "state" => "in_use")
             .set(pool.open.saturating_sub(pool.idle) as f64);
+        crate::telemetry::sample_process();
     }
 
     /// The pruner of this replica, on the domain's store and clock; run it with

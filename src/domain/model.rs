@@ -1,7 +1,10 @@
 //! The domain's read models: what the slow path answers with. The transport turns
 //! these into protobuf; store rows (and the password hash in them) stay behind.
 
-use crate::store::{entities::api_key, UserWithRoles};
+use crate::store::{
+    entities::{api_key, audit_event},
+    UserWithRoles,
+};
 
 /// A user account with the roles granted to it directly.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +62,39 @@ impl From<api_key::Model> for ApiKey {
             last_used_at_ms: row.last_used_at,
             revoked: row.revoked_at.is_some(),
             created_by: row.created_by,
+        }
+    }
+}
+
+/// One event of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at_ms: i64,
+    pub action: String,
+    pub outcome: String,
+    /// The caller: a user id, an API key id or `cli`.
+    pub actor: Option<String>,
+    /// The user or key the event is about.
+    pub subject: Option<String>,
+    pub peer: Option<String>,
+    /// The client certificate's identity, under mutual TLS.
+    pub peer_identity: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl From<audit_event::Model> for AuditRecord {
+    fn from(row: audit_event::Model) -> Self {
+        AuditRecord {
+            id: row.id,
+            at_ms: row.at,
+            action: row.action,
+            outcome: row.outcome,
+            actor: row.actor,
+            subject: row.subject,
+            peer: row.peer,
+            peer_identity: row.peer_identity,
+            detail: row.detail,
         }
     }
 }

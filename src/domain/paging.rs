@@ -1,4 +1,5 @@
-//! Opaque page tokens for listings: a position in (created_at, id) order, encoded
+//! Opaque page tokens for listings: a position in (created_at, id) order (or a
+//! sequence number, for the audit trail), encoded
 //! so callers cannot mistake it for anything they should build themselves.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
@@ -64,6 +65,34 @@ pub fn decode(token: &str) -> DomainResult<Option<(i64, String)>> {
     Ok(Some((created_at, id)))
 }
 
+/// The position after the last item of a page of a listing ordered by a sequence
+/// number (the audit trail, newest first).
+pub fn encode_sequence(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{VERSION}:seq:{seq}"))
+}
+
+/// `None` for the first page; `INVALID_ARGUMENT` for anything we did not issue.
+pub fn decode_sequence(token: &str) -> DomainResult<Option<i64>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || DomainError::invalid("page_token", "is not a page token from a previous response");
+    if token.len() > 64 {
+        return Err(bad());
+    }
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let seq = text
+        .strip_prefix(VERSION)
+        .and_then(|rest| rest.strip_prefix(":seq:"))
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(bad)?;
+    if encode_sequence(seq) != token {
+        return Err(bad());
+    }
+    Ok(Some(seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +126,20 @@ mod tests {
         fn tokens_round_trip(created_at in any::<i64>(), id in any::<u128>()) {
             let id = uuid::Uuid::from_u128(id).to_string();
             prop_assert_eq!(decode(&encode(created_at, &id)).ok().flatten(), Some((created_at, id)));
+        }
+
+        #[test]
+        fn sequence_tokens_round_trip(seq in any::<i64>()) {
+            prop_assert_eq!(decode_sequence(&encode_sequence(seq)).ok().flatten(), Some(seq));
+        }
+
+        #[test]
+        fn any_string_is_a_sequence_token_or_invalid_argument(token in any::<String>()) {
+            match decode_sequence(&token) {
+                Ok(_) => {}
+                Err(DomainError::InvalidArgument { field, .. }) => prop_assert_eq!(field, "page_token"),
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
         }
 
         #[test]

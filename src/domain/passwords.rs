@@ -59,6 +59,7 @@ pub struct PasswordHasher {
     workers: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     capacity: usize,
+    workers_total: usize,
     dummy_hash: String,
 }
 
@@ -95,6 +96,7 @@ impl PasswordHasher {
             workers: Arc::new(Semaphore::new(workers)),
             waiting: Arc::new(AtomicUsize::new(0)),
             capacity,
+            workers_total: workers,
             dummy_hash,
         })
     }
@@ -143,6 +145,11 @@ impl PasswordHasher {
         self.capacity - self.admission.available_permits()
     }
 
+    /// How many hashes may wait for a worker (`AUTHD_HASH_QUEUE`).
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity - self.workers_total
+    }
+
     /// Hashes waiting for a worker.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -152,11 +159,10 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> DomainResult<T> {
-        let admitted = self
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| DomainError::Overloaded)?;
+        let admitted = self.admission.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("authd_hash_rejected_total").increment(1);
+            DomainError::Overloaded
+        })?;
         let started = std::time::Instant::now();
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = DecrementOnDrop(self.waiting.clone());

@@ -101,14 +101,6 @@ pub struct Pruner {
 
 impl Pruner {
     pub fn new(store: Store, clock: Clock, settings: RetentionSettings) -> Self {
-        metrics::describe_counter!(
-            "authd_pruned_rows_total",
-            "Rows deleted because they can no longer matter, by table"
-        );
-        metrics::describe_counter!(
-            "authd_prune_rounds_total",
-            "Prune rounds, by outcome: pruned (this replica holds the lease), skipped (another does), failed"
-        );
         Pruner {
             store,
             clock,

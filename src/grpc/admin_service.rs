@@ -9,7 +9,7 @@ use super::{
     convert,
     pb::{self, admin_service_server::AdminService},
 };
-use crate::domain::{api_keys::NewKey, Domain};
+use crate::domain::{api_keys::NewKey, audit_trail::AuditQuery, Domain};
 
 pub struct AdminApi {
     domain: Domain,
@@ -152,6 +152,30 @@ impl AdminService for AdminApi {
             .await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: page.items.into_iter().map(convert::api_key).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        admin_caller(&request)?;
+        let r = request.into_inner();
+        let query = AuditQuery {
+            page_size: r.page_size,
+            page_token: r.page_token,
+            subject_id: r.subject_id,
+            action: r.action,
+            since_ms: r
+                .since
+                .as_ref()
+                .map(|at| convert::ms_of("since", at))
+                .transpose()?,
+        };
+        let page = self.domain.audit.list(query).await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.items.into_iter().map(convert::audit_event).collect(),
             next_page_token: page.next_page_token,
         }))
     }

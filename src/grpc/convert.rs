@@ -6,7 +6,8 @@ use super::pb;
 use crate::domain::{
     accounts::IssuedTokens,
     hot::Principal,
-    model::{ApiKey, User},
+    model::{ApiKey, AuditRecord, User},
+    DomainError,
 };
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
@@ -42,6 +43,32 @@ pub fn token_pair(tokens: IssuedTokens) -> pb::TokenPair {
         token_type: "Bearer".to_owned(),
         expires_in: tokens.expires_in,
         refresh_expires_in: tokens.refresh_expires_in,
+    }
+}
+
+/// A request's timestamp in milliseconds; `INVALID_ARGUMENT` naming `field` for one
+/// that is not a valid protobuf Timestamp (nanos outside 0..1e9, years past 9999).
+pub fn ms_of(field: &'static str, at: &Timestamp) -> Result<i64, DomainError> {
+    const MAX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(0..1_000_000_000).contains(&at.nanos)
+        || !(-MAX_SECONDS..=MAX_SECONDS).contains(&at.seconds)
+    {
+        return Err(DomainError::invalid(field, "is not a valid timestamp"));
+    }
+    Ok(at.seconds * 1000 + i64::from(at.nanos) / 1_000_000)
+}
+
+pub fn audit_event(event: AuditRecord) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: event.id,
+        time: Some(timestamp_ms(event.at_ms)),
+        action: event.action,
+        outcome: event.outcome,
+        actor: event.actor.unwrap_or_default(),
+        subject: event.subject.unwrap_or_default(),
+        peer: event.peer.unwrap_or_default(),
+        peer_identity: event.peer_identity.unwrap_or_default(),
+        detail: event.detail.unwrap_or_default(),
     }
 }
 

@@ -7,8 +7,11 @@ pub mod admin_service;
 pub mod auth_service;
 pub mod authenticate;
 mod convert;
+pub mod end_on_drain;
 pub mod message_limit;
+pub mod metrics;
 pub mod observe;
+pub mod starting;
 pub mod status;
 
 /// Generated code for `auth.v1`.

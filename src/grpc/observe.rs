@@ -1,22 +1,19 @@
-//! One span per RPC with its method, status code and latency, plus the request
-//! counter and latency histogram. A tower layer around every gRPC service, so no
-//! handler has to remember it. Request bodies are never recorded.
+//! One span per RPC with its method, status code and latency. A tower layer around
+//! every gRPC service, so no handler has to remember it. Request bodies are never
+//! recorded. (The request metrics are `metrics.rs`'s.)
 //!
 //! It runs on every call of the hot path, so the per-call work is a map lookup by
-//! path and atomic updates: the methods are read once from the descriptor sets we
-//! serve, and each method's metric handles are registered on first use instead of
-//! building and hashing label strings on every call.
+//! path: the methods are read once from the descriptor sets we serve.
 
 use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
-use metrics::{Counter, Histogram};
 use prost::Message;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -29,9 +26,6 @@ const HOT_METHODS: [&str; 3] = [
     "auth.v1.AuthService/CheckRole",
     "grpc.health.v1.Health/Check",
 ];
-
-/// How many gRPC status codes there are (OK = 0 … UNAUTHENTICATED = 16).
-const CODES: usize = 17;
 
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
@@ -68,8 +62,8 @@ pub struct Observe<S> {
 #[derive(Debug)]
 struct MethodTable {
     /// By request path, `/package.Service/Method`.
-    by_path: HashMap<String, Arc<MethodMetrics>>,
-    unknown: Arc<MethodMetrics>,
+    by_path: HashMap<String, Arc<MethodSpan>>,
+    unknown: Arc<MethodSpan>,
 }
 
 impl MethodTable {
@@ -86,51 +80,35 @@ impl MethodTable {
                 for service in &file.service {
                     for method in &service.method {
                         let name = format!("{package}.{}/{}", service.name(), method.name());
-                        by_path.insert(format!("/{name}"), Arc::new(MethodMetrics::new(name)));
+                        by_path.insert(format!("/{name}"), Arc::new(MethodSpan::new(name)));
                     }
                 }
             }
         }
         MethodTable {
             by_path,
-            unknown: Arc::new(MethodMetrics::new("unknown".to_owned())),
+            unknown: Arc::new(MethodSpan::new("unknown".to_owned())),
         }
     }
 
-    fn get(&self, path: &str) -> Arc<MethodMetrics> {
+    fn get(&self, path: &str) -> Arc<MethodSpan> {
         self.by_path.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
-/// One method's label and metric handles, registered on first use.
+/// One method's name for its spans.
 #[derive(Debug)]
-struct MethodMetrics {
+struct MethodSpan {
     name: String,
     hot: bool,
-    duration: OnceLock<Histogram>,
-    calls: [OnceLock<Counter>; CODES],
 }
 
-impl MethodMetrics {
+impl MethodSpan {
     fn new(name: String) -> Self {
-        MethodMetrics {
+        MethodSpan {
             hot: HOT_METHODS.contains(&name.as_str()),
             name,
-            duration: OnceLock::new(),
-            calls: std::array::from_fn(|_| OnceLock::new()),
         }
-    }
-
-    fn record(&self, code: tonic::Code, seconds: f64) {
-        let calls = self.calls[(code as usize).min(CODES - 1)].get_or_init(|| {
-            metrics::counter!("authd_requests_total", "method" => self.name.clone(), "code" => code_name(code))
-        });
-        calls.increment(1);
-        self.duration
-            .get_or_init(|| {
-                metrics::histogram!("authd_request_duration_seconds", "method" => self.name.clone())
-            })
-            .record(seconds);
     }
 }
 
@@ -152,7 +130,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = self.methods.get(request.uri().path());
         // The hot path's spans are debug-level: at the default level they cost
-        // nothing, and its counters and histograms are still recorded.
+        // nothing (its metrics are recorded by `metrics.rs` all the same).
         let span = if method.hot {
             tracing::debug_span!("rpc", method = %method.name, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
         } else {
@@ -174,7 +152,6 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Internal,
             };
-            method.record(code, latency.as_secs_f64());
             if !span.is_disabled() {
                 let name = code_name(code);
                 span.record("code", name);

@@ -1,8 +1,8 @@
 //! The audit trail table.
 
-use sea_orm::{EntityTrait, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
-use super::{entities::audit_event, Store, StoreError};
+use super::{entities::audit_event, Page, Store, StoreError};
 
 /// One audit event to record.
 #[derive(Debug, Clone)]
@@ -17,7 +17,40 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// Which audit rows to list (each `None` = any), newest first, before `before_id`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub subject: Option<String>,
+    pub action: Option<String>,
+    pub since_ms: Option<i64>,
+    pub before_id: Option<i64>,
+}
+
 impl Store {
+    /// Up to `limit` audit rows matching `filter`, newest (highest id) first.
+    pub async fn list_audit(
+        &self,
+        filter: AuditFilter,
+        limit: u64,
+    ) -> Result<Page<audit_event::Model>, StoreError> {
+        let mut query = audit_event::Entity::find()
+            .order_by_desc(audit_event::Column::Id)
+            .limit(limit + 1);
+        if let Some(subject) = filter.subject {
+            query = query.filter(audit_event::Column::Subject.eq(subject));
+        }
+        if let Some(action) = filter.action {
+            query = query.filter(audit_event::Column::Action.eq(action));
+        }
+        if let Some(since) = filter.since_ms {
+            query = query.filter(audit_event::Column::At.gte(since));
+        }
+        if let Some(before) = filter.before_id {
+            query = query.filter(audit_event::Column::Id.lt(before));
+        }
+        Ok(Page::from_rows(query.all(&self.reader).await?, limit))
+    }
+
     pub async fn insert_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
         audit_event::Entity::insert(audit_event::ActiveModel {

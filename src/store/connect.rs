@@ -171,6 +171,31 @@ impl OpenError {
             matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")))
         })
     }
+
+    /// The database server did not answer or is not accepting connections yet
+    /// (refused, timed out, starting up, shutting down): waiting may help. A bad
+    /// URL, refused credentials or a failed migration are not this.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            OpenError::Connect(err) => is_unreachable(err),
+            OpenError::Migrate(StoreError::Unavailable(db)) => {
+                super::error::sqlx_error(db).is_none_or(is_unreachable)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // 57P03 cannot_connect_now (starting up, in recovery); class 08 connection
+        // exceptions; 57P01–02 the server shutting down.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 impl Store {

@@ -18,18 +18,20 @@ mod error;
 mod keys;
 mod locks;
 mod login_failures;
+mod notifications;
 mod paging;
 mod prune;
 mod sessions;
 mod users;
 
 pub use api_keys::NewApiKey;
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
-pub use connect::{Backend, DatabaseSettings};
+pub use connect::{Backend, DatabaseSettings, OpenError};
 pub use error::StoreError;
 pub use keys::KeyRevocation;
 pub use login_failures::LoginFailures;
+pub use notifications::ChangeNotifications;
 pub use paging::Page;
 pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
 pub use sessions::{

@@ -54,6 +54,8 @@ fn a_bad_or_unreachable_database_stops_start_up_with_one_line() {
                 "postgres://postgres@127.0.0.1:1/authd",
             ),
             ("AUTHD_DATABASE_TIMEOUT", "1s"),
+            // Not waiting for it to come up (tests/api/operating.rs does).
+            ("AUTHD_STARTUP_TIMEOUT", "0s"),
         ],
     );
     one_line_naming(&unreachable, "AUTHD_DATABASE_URL");

@@ -23,8 +23,8 @@ use tonic::{
 };
 
 use crate::helpers::{
-    code, config_for, eventually, free_port, health, wait_until_serving, AuthClient, TestDb,
-    TestServer, PASSWORD,
+    code, config_for, eventually, free_port, health, wait_until_serving, AdminClient, AuthClient,
+    TestDb, TestServer, PASSWORD,
 };
 
 const SERVING: i32 = 1;
@@ -389,6 +389,61 @@ async fn mutual_tls_needs_a_client_certificate_and_audits_its_identity(db: TestD
         audit_identities(&app.db, "login").await,
         [Some(format!("CN={CLIENT_CN}"))]
     );
+    // AdminService shows it (ListAuditEvents), and audits admins' calls with it.
+    let created = app
+        .db
+        .cli(
+            &[
+                "user",
+                "create",
+                "--username",
+                "root",
+                "--email",
+                "root@example.com",
+                "--role",
+                "admin",
+                "--password-stdin",
+            ],
+            Some(PASSWORD),
+        )
+        .await;
+    assert!(created.status.success(), "{created:?}");
+    let channel = tls_channel(app.addr(), &ca.pem(), Some(&billing))
+        .await
+        .expect("mutual TLS");
+    let token = AuthClient::new(channel.clone())
+        .login("root")
+        .await
+        .access_token;
+    let admin = AdminClient::new(channel, &token);
+    let alice_id = admin.get_user("", "alice").await.expect("alice").id;
+    admin
+        .assign_role(&alice_id, "editor")
+        .await
+        .expect("assign a role");
+    let events = admin
+        .grpc()
+        .list_audit_events(authd::grpc::pb::ListAuditEventsRequest::default())
+        .await
+        .expect("audit events")
+        .into_inner()
+        .events;
+    let identity_of = |action: &str| {
+        events
+            .iter()
+            .find(|event| event.action == action)
+            .map(|event| event.peer_identity.clone())
+    };
+    assert_eq!(identity_of("assign_role"), Some(SPIFFE_ID.to_owned()));
+    assert_eq!(identity_of("login"), Some(SPIFFE_ID.to_owned()));
+    assert!(
+        events
+            .iter()
+            .any(|event| event.action == "register"
+                && event.peer_identity == format!("CN={CLIENT_CN}")),
+        "{events:#?}"
+    );
+
     // The health listener is plaintext and asks for no certificate.
     assert_eq!(plaintext_health(app.health_addr).await, SERVING);
 }

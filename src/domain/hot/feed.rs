@@ -7,18 +7,26 @@
 //! so applying twice is harmless. One lock orders all applies, so an older read
 //! can never overwrite a newer one.
 //!
-//! The feed also reports readiness: the database answers its polls and the store
-//! does not find writes failing (reads go on working on a full disk).
+//! The feed also reports two states. *Database up*: the database answers its polls
+//! and the store does not find writes failing. *Ready*: this replica can answer the
+//! hot path, i.e. its views were confirmed against the database within the
+//! staleness bound, and the database is not refusing writes while it answers reads
+//! (a full disk or an I/O error, which no waiting fixes). A database that does not
+//! answer at all (a blip) keeps the replica ready until the views are too stale.
+//!
+//! Metrics: `authd_change_feed_lag_seconds` (from a change's commit to this
+//! replica's poll applying it), `authd_change_feed_applied_total` and
+//! `authd_change_feed_errors_total` (polls or reloads that failed).
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -37,6 +45,9 @@ const POLL_BATCH: u64 = 500;
 const SESSION_MARGIN_MS: i64 = 5_000;
 /// How often sessions whose tokens have all expired are forgotten.
 const SESSION_PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// Writes failing this long while reads succeed is a storage fault, not a blip: the
+/// store's write probe (every second) clears a failure that only outlived a blip.
+const STORAGE_FAULT_AFTER_MS: i64 = 3_000;
 
 pub(super) struct ChangeFeed {
     store: Store,
@@ -52,12 +63,24 @@ pub(super) struct ChangeFeed {
     reads_up: AtomicBool,
     /// Whether writes reach the database, as the store finds.
     writes_ok: watch::Receiver<bool>,
-    /// Readiness: reads up and writes not failing.
+    /// Reads up and writes not failing.
     database_up: watch::Sender<bool>,
+    /// When reads last came back, and when writes started failing (0: they do not).
+    reads_up_since_ms: AtomicI64,
+    writes_failing_since_ms: AtomicI64,
+    max_staleness_ms: i64,
+    /// Whether this replica can answer the hot path (see the module docs).
+    ready: watch::Sender<bool>,
 }
 
 impl ChangeFeed {
-    pub fn new(store: Store, clock: Clock, views: Arc<Views>, keys: Arc<KeyRing>) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        views: Arc<Views>,
+        keys: Arc<KeyRing>,
+        max_staleness_ms: i64,
+    ) -> Self {
         ChangeFeed {
             writes_ok: store.writes_ok(),
             store,
@@ -68,7 +91,16 @@ impl ChangeFeed {
             polls_started: AtomicU64::new(0),
             reads_up: AtomicBool::new(false),
             database_up: watch::Sender::new(false),
+            reads_up_since_ms: AtomicI64::new(0),
+            writes_failing_since_ms: AtomicI64::new(0),
+            max_staleness_ms,
+            ready: watch::Sender::new(false),
         }
+    }
+
+    /// Follows whether this replica can answer the hot path.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Follows whether the last poll reached the database and writes succeed.
@@ -77,9 +109,55 @@ impl ChangeFeed {
     }
 
     fn publish_database_up(&self) {
-        let up = self.reads_up.load(Ordering::Acquire) && *self.writes_ok.borrow();
+        let now_ms = self.clock.now_ms();
+        let reads_up = self.reads_up.load(Ordering::Acquire);
+        let writes_ok = *self.writes_ok.borrow();
+        if writes_ok {
+            self.writes_failing_since_ms.store(0, Ordering::Release);
+        } else {
+            let _ = self.writes_failing_since_ms.compare_exchange(
+                0,
+                now_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        let up = reads_up && writes_ok;
         self.database_up
             .send_if_modified(|current| std::mem::replace(current, up) != up);
+
+        let fresh = now_ms - self.views.synced_at_ms() <= self.max_staleness_ms;
+        // Counted from the later of the two, so writes that failed during a blip and
+        // are about to be cleared by the probe do not count once reads come back.
+        let overlap_since = self
+            .writes_failing_since_ms
+            .load(Ordering::Acquire)
+            .max(self.reads_up_since_ms.load(Ordering::Acquire));
+        let storage_fault =
+            reads_up && !writes_ok && now_ms - overlap_since >= STORAGE_FAULT_AFTER_MS;
+        let ready = fresh && !storage_fault;
+        if self
+            .ready
+            .send_if_modified(|current| std::mem::replace(current, ready) != ready)
+        {
+            if ready {
+                tracing::info!("ready: the views are fresh");
+            } else if storage_fault {
+                tracing::warn!("not ready: the database answers but refuses writes");
+            } else {
+                tracing::warn!(
+                    max_staleness_ms = self.max_staleness_ms,
+                    "not ready: the views are older than AUTHD_MAX_STALENESS"
+                );
+            }
+        }
+    }
+
+    fn mark_reads_up(&self) {
+        if !self.reads_up.swap(true, Ordering::AcqRel) {
+            self.reads_up_since_ms
+                .store(self.clock.now_ms(), Ordering::Release);
+        }
     }
 
     /// Loads every view from the tables. The cursor is read first, so a change made
@@ -106,7 +184,7 @@ impl ChangeFeed {
         self.keys.load(&self.store, now_ms).await?;
         *cursor = latest;
         self.views.mark_synced(now_ms);
-        self.reads_up.store(true, Ordering::Release);
+        self.mark_reads_up();
         self.publish_database_up();
         Ok(())
     }
@@ -218,12 +296,18 @@ impl ChangeFeed {
         loop {
             let batch = self.store.changes_after(*cursor, POLL_BATCH).await?;
             let full = batch.len() as u64 == POLL_BATCH;
+            let now_ms = self.clock.now_ms();
             for change in batch {
                 if let Some(kind) = change.kind {
                     self.apply_locked(kind, &change.subject).await?;
                 }
                 *cursor = change.seq;
                 applied += 1;
+                // Clocks of replicas differ a little: a change "from the future" is
+                // no lag.
+                let lag_ms = now_ms.saturating_sub(change.created_at_ms).max(0);
+                metrics::histogram!("authd_change_feed_lag_seconds").record(lag_ms as f64 / 1000.0);
+                metrics::counter!("authd_change_feed_applied_total").increment(1);
             }
             if !full {
                 break;
@@ -239,10 +323,18 @@ impl ChangeFeed {
         let mut last_prune = std::time::Instant::now();
         let mut last_session_prune = std::time::Instant::now();
         let mut writes_ok = self.writes_ok.clone();
+        let woken = Arc::new(Notify::new());
+        tokio::spawn(wake_on_notifications(
+            self.store.clone(),
+            woken.clone(),
+            shutdown.clone(),
+        ));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+                // Another replica (or this one) committed a change (PostgreSQL).
+                () = woken.notified() => {}
                 // Writes failing or succeeding again change readiness at once.
                 Ok(()) = writes_ok.changed() => {}
             }
@@ -257,9 +349,10 @@ impl ChangeFeed {
                     if !was_up {
                         tracing::info!("database reachable again; views reloaded");
                     }
-                    self.reads_up.store(true, Ordering::Release);
+                    self.mark_reads_up();
                 }
                 Err(err) => {
+                    metrics::counter!("authd_change_feed_errors_total").increment(1);
                     if was_up {
                         tracing::warn!(error = %err, "database unreachable; answering from memory");
                     }
@@ -287,5 +380,48 @@ impl ChangeFeed {
     /// Sessions none of whose tokens can be valid after this are not kept.
     fn session_horizon(&self, now_ms: i64) -> i64 {
         now_ms - SESSION_MARGIN_MS
+    }
+}
+
+/// How long to wait before listening again after the listener connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+
+/// Wakes the feed reader whenever a change is committed anywhere (PostgreSQL's
+/// `LISTEN`); returns at once on SQLite. A lost connection is listened on again
+/// after a pause; meanwhile the poll goes on as before.
+async fn wake_on_notifications(store: Store, woken: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let mut notifications = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            listening = store.change_notifications() => match listening {
+                Ok(Some(notifications)) => notifications,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::debug!(error = %err, "cannot listen for changes; polling only");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RELISTEN_AFTER) => continue,
+                    }
+                }
+            },
+        };
+        // Changes committed while the listener was down are the poll's to find.
+        woken.notify_one();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = notifications.next() => match next {
+                    Ok(()) => woken.notify_one(),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "change listener lost; listening again");
+                        break;
+                    }
+                },
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RELISTEN_AFTER) => {}
+        }
     }
 }

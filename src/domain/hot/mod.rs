@@ -101,7 +101,15 @@ impl HotPath {
             settings.access_ttl,
             settings.key_encryption,
         ));
-        let feed = ChangeFeed::new(store.clone(), clock.clone(), views.clone(), keys.clone());
+        let max_staleness_ms =
+            i64::try_from(settings.max_staleness.as_millis()).unwrap_or(i64::MAX);
+        let feed = ChangeFeed::new(
+            store.clone(),
+            clock.clone(),
+            views.clone(),
+            keys.clone(),
+            max_staleness_ms,
+        );
         feed.load().await?;
         let tokens = AccessTokens::new(
             &settings.issuer,
@@ -117,8 +125,7 @@ impl HotPath {
                 keys,
                 tokens,
                 feed,
-                max_staleness_ms: i64::try_from(settings.max_staleness.as_millis())
-                    .unwrap_or(i64::MAX),
+                max_staleness_ms,
             }),
         })
     }
@@ -221,9 +228,17 @@ impl HotPath {
         self.inner.keys.current().jwks_json.clone()
     }
 
-    /// Follows whether the last sync with the database succeeded.
+    /// Follows whether the last sync with the database succeeded and writes reach it.
     pub fn database_up(&self) -> watch::Receiver<bool> {
         self.inner.feed.database_up()
+    }
+
+    /// Follows whether this replica can answer the hot path: its views are fresh
+    /// within `AUTHD_MAX_STALENESS` and the database is not refusing writes while it
+    /// answers reads. Readiness follows this, so a database blip shorter than the
+    /// staleness bound keeps every replica in service.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.inner.feed.ready()
     }
 
     /// Follows the change feed every `interval` until `shutdown`.

@@ -93,6 +93,11 @@ pub(super) struct AccessTokens {
     audience: String,
     validation: Validation,
     cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    /// Verifications answered by the cache, and those that checked a signature
+    /// (`authd_token_cache_{hits,misses}_total`): handles registered once, so a
+    /// call costs one relaxed atomic add.
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 /// Cache entries live until the token expires (plus the leeway), by the server's
@@ -129,6 +134,8 @@ impl AccessTokens {
                 .max_capacity(cache_capacity)
                 .expire_after(UntilTokenExpiry(clock))
                 .build(),
+            hits: metrics::counter!("authd_token_cache_hits_total"),
+            misses: metrics::counter!("authd_token_cache_misses_total"),
         }
     }
 
@@ -176,6 +183,7 @@ impl AccessTokens {
         }
         let digest = digest(token);
         if let Some(hit) = self.cache.get(&digest) {
+            self.hits.increment(1);
             // The cache may keep an entry a moment past expiry, or past the
             // withdrawal of its key; re-check both.
             return if hit.unexpired(now_ms) && keys.current().verifying.contains_key(&*hit.kid) {
@@ -184,6 +192,7 @@ impl AccessTokens {
                 Err(Rejection::Invalid)
             };
         }
+        self.misses.increment(1);
         let (verified, nbf) = self.verify_signature(keys, token)?;
         check_times(&verified, nbf, now_ms)?;
         let verified = Arc::new(verified);
