@@ -437,6 +437,11 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,
 
+    /// Where to export traces, over OTLP/gRPC (e.g. `http://127.0.0.1:4317`). Unset:
+    /// no traces are made or exported.
+    #[arg(long, env = "AUTHD_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// How long `serve` waits at start for a PostgreSQL database that does not
     /// answer (retrying with backoff, liveness SERVING meanwhile) before it exits.
     /// `0s` gives up at the first failure.
@@ -563,6 +568,20 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(duration)
+}
+
+/// An `http://` or `https://` address with a host, as OTLP/gRPC exporters take it.
+fn parse_otlp_endpoint(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("{e} (example: http://127.0.0.1:4317)"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(value.to_owned()),
+        _ => Err(
+            "must be an http:// or https:// address with a host (example: http://127.0.0.1:4317)"
+                .into(),
+        ),
+    }
 }
 
 /// A duration where zero means "not at all".

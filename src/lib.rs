@@ -16,4 +16,5 @@ pub mod listen;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod usage_error;

@@ -16,33 +16,45 @@ use tracing_subscriber::{
     EnvFilter,
 };
 
-use crate::config::LogFormat;
+use crate::{config::LogFormat, traces::Traces};
 
-/// Installs the global subscriber. Safe to call more than once (later calls are
-/// ignored), which tests rely on.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber: logs in `format`, and spans exported to
+/// `otlp_endpoint` when one is given (see `traces.rs`; call it inside the Tokio
+/// runtime then). Safe to call more than once (later calls are ignored), which tests
+/// rely on.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Option<Traces>> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sea_orm_migration=warn,sqlx=warn"));
-    let registry = tracing_subscriber::registry()
-        .with(secret_ceiling())
-        .with(filter);
+    let (exporting, traces) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, traces) = crate::traces::layer(endpoint)?;
+            (Some(layer), Some(traces))
+        }
+        None => (None, None),
+    };
     // Colour only for a person at a terminal, never into files or pipes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let _ = match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(colour).with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let logs = match format {
+        LogFormat::Text => fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    // The level filter belongs to the logs alone, so the exporter may see the hot
+    // path's debug-level rpc spans without their showing up in the logs.
+    let _ = tracing_subscriber::registry()
+        .with(secret_ceiling())
+        .with(exporting)
+        .with(logs.with_filter(filter))
+        .try_init();
+    Ok(traces)
 }
 
 /// The most verbose level each database crate may ever log at, whatever `RUST_LOG`

@@ -24,7 +24,7 @@ pub fn report(err: clap::Error) -> ExitCode {
     }
     let line = one_line(&err);
     if json_requested() {
-        crate::telemetry::init(LogFormat::Json);
+        let _ = crate::telemetry::init(LogFormat::Json, None);
         tracing::error!(target: "authd", "authd: {line}");
     } else {
         eprintln!("authd: {line}");

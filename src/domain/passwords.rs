@@ -25,6 +25,7 @@ use argon2::{
     Algorithm, Argon2, Block, Params, Version,
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::{
     error::{DomainError, DomainResult},
@@ -171,15 +172,18 @@ impl PasswordHasher {
             .workers
             .clone()
             .acquire_owned()
+            .instrument(tracing::info_span!("hash.queue_wait"))
             .await
             .map_err(DomainError::internal)?;
         drop(_waiting);
         metrics::histogram!("authd_hash_wait_seconds").record(started.elapsed().as_secs_f64());
         let (done, result) = tokio::sync::oneshot::channel();
+        // The worker thread has no span of its own: the hash is a child of the call's.
+        let hashing = tracing::info_span!("hash.argon2id");
         self.pool.spawn(move || {
             // The permits live as long as the hash, even if the caller has gone.
             let _held = (admitted, worker);
-            let _ = done.send(job());
+            let _ = done.send(hashing.in_scope(job));
         });
         result.await.map_err(DomainError::internal)
     }

@@ -96,20 +96,47 @@ impl MethodTable {
     }
 }
 
-/// One method's name for its spans.
+/// One method's name for its spans: `package.Service/Method`, and its two halves
+/// as OpenTelemetry's `rpc.service` and `rpc.method` name them.
 #[derive(Debug)]
 struct MethodSpan {
     name: String,
+    service: String,
+    method: String,
     hot: bool,
 }
 
 impl MethodSpan {
     fn new(name: String) -> Self {
+        let (service, method) = name.split_once('/').unwrap_or((name.as_str(), ""));
         MethodSpan {
             hot: HOT_METHODS.contains(&name.as_str()),
+            service: service.to_owned(),
+            method: method.to_owned(),
             name,
         }
     }
+}
+
+/// The server span of one call, with OpenTelemetry's RPC attributes; `otel.name`
+/// names the exported span after the method.
+macro_rules! rpc_span {
+    ($level:ident, $method:expr) => {
+        tracing::$level!(
+            "rpc",
+            method = %$method.name,
+            code = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            "otel.name" = %$method.name,
+            "otel.kind" = "server",
+            "rpc.system" = "grpc",
+            "rpc.service" = %$method.service,
+            "rpc.method" = %$method.method,
+            "rpc.grpc.status_code" = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    };
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Observe<S>
@@ -132,10 +159,11 @@ where
         // The hot path's spans are debug-level: at the default level they cost
         // nothing (its metrics are recorded by `metrics.rs` all the same).
         let span = if method.hot {
-            tracing::debug_span!("rpc", method = %method.name, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+            rpc_span!(debug_span, method)
         } else {
-            tracing::info_span!("rpc", method = %method.name, code = tracing::field::Empty, latency_ms = tracing::field::Empty)
+            rpc_span!(info_span, method)
         };
+        crate::traces::continue_trace(&span, request.headers());
         let started = Instant::now();
         let response = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
@@ -155,6 +183,7 @@ where
             if !span.is_disabled() {
                 let name = code_name(code);
                 span.record("code", name);
+                span.record("rpc.grpc.status_code", code as i32);
                 span.record("latency_ms", latency.as_micros() as f64 / 1000.0);
                 span.in_scope(|| {
                     if method.hot {

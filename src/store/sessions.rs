@@ -108,6 +108,7 @@ impl Store {
     /// foreign key's own lock does not conflict with an update of `active`.) On
     /// SQLite the write transaction serialises the two.
     #[must_use = "false means the user is not active and no session was started"]
+    #[tracing::instrument(name = "db.insert_session", skip_all)]
     pub async fn insert_session(&self, new: NewSession) -> Result<bool, StoreError> {
         let user_is_active = Query::select()
             .expr(Expr::val(1))
@@ -166,6 +167,7 @@ impl Store {
     /// Refresh is the busiest write, so the common case is one statement on
     /// PostgreSQL (one round trip and its commit); only a failed spend pays for
     /// telling reuse apart.
+    #[tracing::instrument(name = "db.rotate_refresh", skip_all)]
     pub async fn rotate_refresh(&self, rotation: Rotation<'_>) -> Result<RefreshSpend, StoreError> {
         let rotated = match self.backend {
             Backend::Postgres => self.rotate_in_one_statement(&rotation).await?,
@@ -329,6 +331,7 @@ impl Store {
 
     /// Ends the session of a refresh token (spent or not). `None` when the token is
     /// unknown or its session had already ended.
+    #[tracing::instrument(name = "db.end_session_by_refresh", skip_all)]
     pub async fn end_session_by_refresh(
         &self,
         hash: &str,
@@ -378,6 +381,7 @@ impl Store {
     }
 
     /// Ends every live session of a user; answers how many.
+    #[tracing::instrument(name = "db.end_sessions_of_user", skip_all)]
     pub async fn end_sessions_of_user(
         &self,
         user_id: &str,

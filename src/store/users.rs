@@ -65,6 +65,7 @@ pub enum Activation {
 impl Store {
     /// Inserts a user and its roles. `Conflict` when the username or email is taken
     /// (the unique indexes decide, so concurrent registrations have one winner).
+    #[tracing::instrument(name = "db.insert_user", skip_all)]
     pub async fn insert_user(&self, new: NewUser) -> Result<(), StoreError> {
         let txn = self.begin_write().await?;
         user::Entity::insert(user::ActiveModel {
@@ -96,6 +97,7 @@ impl Store {
     }
 
     /// Which of a username and an email are already taken (case-insensitively).
+    #[tracing::instrument(name = "db.taken", skip_all)]
     pub async fn taken(&self, username_lc: &str, email_lc: &str) -> Result<Taken, StoreError> {
         let rows: Vec<(String, String)> = user::Entity::find()
             .select_only()
@@ -119,6 +121,7 @@ impl Store {
     }
 
     /// The user whose username or email is `login_lc` (already lower-case).
+    #[tracing::instrument(name = "db.find_user_by_login", skip_all)]
     pub async fn find_user_by_login(
         &self,
         login_lc: &str,
@@ -196,6 +199,7 @@ impl Store {
             .await?)
     }
 
+    #[tracing::instrument(name = "db.set_password_hash", skip_all)]
     pub async fn set_password_hash(
         &self,
         user_id: &str,
@@ -256,6 +260,7 @@ impl Store {
     }
 
     /// Grants `role`; granting a held role changes nothing.
+    #[tracing::instrument(name = "db.grant_role", skip_all)]
     pub async fn grant_role(
         &self,
         user_id: &str,
@@ -285,6 +290,7 @@ impl Store {
 
     /// Takes a directly granted role away, unless that would leave no active holder
     /// of `guarded_role`.
+    #[tracing::instrument(name = "db.withdraw_role", skip_all)]
     pub async fn withdraw_role(
         &self,
         user_id: &str,
@@ -314,6 +320,7 @@ impl Store {
 
     /// Activates or deactivates a user; deactivation also ends every live session.
     /// Refuses to deactivate the last active holder of `guarded_role`.
+    #[tracing::instrument(name = "db.set_active", skip_all)]
     pub async fn set_active(
         &self,
         user_id: &str,

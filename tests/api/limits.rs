@@ -59,7 +59,12 @@ async fn a_request_over_the_message_limit_is_resource_exhausted(app: TestApp) {
 /// many at once.
 async fn a_new_api_key_works_on_another_replica_at_once(app: TestApp) {
     let admin = app.admin().await;
-    let replica = app.replica(&[("AUTHD_CHANGE_POLL_INTERVAL", "60s")]).await;
+    let replica = app
+        .replica(&[
+            ("AUTHD_CHANGE_POLL_INTERVAL", "60s"),
+            ("AUTHD_MAX_STALENESS", "5m"),
+        ])
+        .await;
     let there = replica.client().await;
     for i in 0..3 {
         let created = admin

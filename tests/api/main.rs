@@ -42,3 +42,4 @@ mod storage_faults;
 mod throttling;
 mod tls;
 mod tokens;
+mod traces;

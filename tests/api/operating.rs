@@ -21,7 +21,7 @@ const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;
 
 /// `authd serve` as a process on `db_url`, not waiting for anything.
-fn spawn_serve(db_url: &str, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+pub(crate) fn spawn_serve(db_url: &str, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"));
     command
         .arg("serve")
@@ -52,7 +52,7 @@ async fn forward(listener: TcpListener, upstream: String) {
     }
 }
 
-async fn check(addr: &str, service: &str) -> Result<i32, Code> {
+pub(crate) async fn check(addr: &str, service: &str) -> Result<i32, Code> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
