@@ -271,11 +271,9 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
-    let endpoint = format!("http://{}", local_target(&args.addr));
+    let endpoint = health_endpoint(&args)?;
     let check = async {
-        let channel = tonic::transport::Channel::from_shared(endpoint)?
-            .connect()
-            .await?;
+        let channel = endpoint.connect().await?;
         let mut client = HealthClient::new(channel);
         let response = client
             .check(HealthCheckRequest {
@@ -302,4 +300,33 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The endpoint `authd health` calls: plaintext, or TLS trusting `--tls-ca` (with
+/// a client certificate for mutual TLS). A file that cannot be read is an error
+/// naming its flag.
+fn health_endpoint(args: &HealthArgs) -> anyhow::Result<tonic::transport::Endpoint> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{flag} ({}): cannot read", path.display()))
+    };
+    let target = local_target(&args.addr);
+    let Some(ca) = &args.tls_ca else {
+        return Endpoint::from_shared(format!("http://{target}"))
+            .with_context(|| format!("--addr {}", args.addr));
+    };
+    let endpoint = Endpoint::from_shared(format!("https://{target}"))
+        .with_context(|| format!("--addr {}", args.addr))?;
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    if let Some(name) = &args.tls_server_name {
+        tls = tls.domain_name(name);
+    }
+    endpoint.tls_config(tls).context("--tls-ca")
 }

@@ -12,7 +12,7 @@ use crate::{
         hot::HotSettings, passwords::HashSettings, retention::RetentionSettings,
         sealing::KeyEncryptionKey, AuthSettings,
     },
-    listen::ConnectionLimits,
+    listen::{tls::TlsFiles, ConnectionLimits},
     store::DatabaseSettings,
 };
 
@@ -203,6 +203,61 @@ pub struct HealthArgs {
     /// The service name to check ("" for readiness, "liveness" for liveness).
     #[arg(long, default_value = "")]
     pub service: String,
+    /// Connect over TLS, trusting the CAs in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS; needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry. Default: the host of --addr.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+/// TLS on the listeners (see `listen::tls`).
+#[derive(Clone, Debug, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (the server's first). With --tls-key, the gRPC and
+    /// HTTP listeners serve TLS only (1.2 and 1.3). Re-read when it changes and on
+    /// SIGHUP.
+    #[arg(long, env = "AUTHD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "AUTHD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: the gRPC listener then requires a client certificate that
+    /// chains to it (mutual TLS).
+    #[arg(long, env = "AUTHD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files to serve TLS from, if TLS is on; settings that do not go together
+    /// are an error of one line naming them.
+    pub fn files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            })),
+            (None, None, Some(_)) => Err(anyhow::anyhow!(
+                "AUTHD_TLS_CLIENT_CA needs AUTHD_TLS_CERT and AUTHD_TLS_KEY: mutual TLS is TLS"
+            )),
+            (Some(_), None, _) => Err(anyhow::anyhow!(
+                "AUTHD_TLS_CERT is set without AUTHD_TLS_KEY: set both AUTHD_TLS_CERT and AUTHD_TLS_KEY, or neither"
+            )),
+            (None, Some(_), _) => Err(anyhow::anyhow!(
+                "AUTHD_TLS_KEY is set without AUTHD_TLS_CERT: set both AUTHD_TLS_CERT and AUTHD_TLS_KEY, or neither"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -360,6 +415,14 @@ pub struct ServeConfig {
     /// HTTP address for /metrics and /.well-known/jwks.json.
     #[arg(long, env = "AUTHD_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
     pub http_listen: SocketAddr,
+
+    /// A plaintext address serving only grpc.health.v1.Health (for probes that
+    /// cannot speak TLS). Default: none.
+    #[arg(long, env = "AUTHD_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// `iss` of access tokens.
     #[arg(long, env = "AUTHD_ISSUER", default_value = "authd")]

@@ -31,6 +31,7 @@ pub async fn serve(
     listener: TcpListener,
     domain: Domain,
     limits: listen::ConnectionLimits,
+    tls: Option<listen::tls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
@@ -54,6 +55,7 @@ pub async fn serve(
         connections,
         app,
         limits,
+        tls,
         shutdown.cancelled_owned(),
     )
     .await;

@@ -1,6 +1,8 @@
 //! Builds the application state once and serves it: gRPC (AuthService,
-//! AdminService, health, reflection) and HTTP (JWKS, metrics), until `shutdown`.
-//! Connections on both are accepted and bounded by [`crate::listen`].
+//! AdminService, health, reflection) and HTTP (JWKS, metrics), over TLS when it is
+//! configured, and health alone in plaintext on `AUTHD_HEALTH_LISTEN`, until
+//! `shutdown`. Connections on all of them are accepted and bounded by
+//! [`crate::listen`].
 //!
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
@@ -15,6 +17,8 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
 };
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
@@ -38,7 +42,7 @@ use crate::{
         starting::StartingRoutes,
     },
     http,
-    listen::{self, grpc_timeout::GrpcTimeoutLayer},
+    listen::{self, grpc_timeout::GrpcTimeoutLayer, tls::Certificates},
     store::{Store, StoreError},
 };
 
@@ -79,6 +83,19 @@ pub async fn run_with_clock(
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Settings that stop start-up are checked before the database is touched.
+    let certificates = match config.tls.files()? {
+        Some(files) => Some(Arc::new(Certificates::load(files)?)),
+        None => None,
+    };
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("AUTHD_HEALTH_LISTEN: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
@@ -138,20 +155,42 @@ pub async fn run_with_clock(
         grpc_connections(config.max_concurrent_streams),
         grpc_service,
         config.connection_limits(),
+        certificates.as_ref().map(|c| c.grpc()),
         grpc_shutdown,
     ));
+    // Health alone, in plaintext, for probes that cannot speak TLS.
+    let health_server = health_listener.map(|listener| {
+        let mut routes = Routes::builder();
+        routes.add_service(health_service.clone());
+        tokio::spawn(listen::serve(
+            "health",
+            listener,
+            grpc_connections(config.max_concurrent_streams),
+            GrpcTimeoutLayer.layer(routes.routes().prepare()),
+            config.connection_limits(),
+            None,
+            draining.clone().cancelled_owned(),
+        ))
+    });
+    let stop_health = |server: &Option<tokio::task::JoinHandle<()>>| {
+        if let Some(server) = server {
+            server.abort();
+        }
+    };
 
     let domain = tokio::select! {
         built = build_when_reachable(&config, clock) => match built {
             Ok(domain) => domain,
             Err(err) => {
                 grpc_server.abort();
+                stop_health(&health_server);
                 return Err(err);
             }
         },
         () = requested.cancelled() => {
             tracing::info!("shutdown requested before the database was reached");
             grpc_server.abort();
+            stop_health(&health_server);
             return Ok(());
         }
     };
@@ -160,6 +199,9 @@ pub async fn run_with_clock(
     routes.finish(grpc_routes(&domain, full)?);
 
     let background = CancellationToken::new();
+    if let Some(certificates) = &certificates {
+        tokio::spawn(certificates.clone().watch(background.clone()));
+    }
     tokio::spawn(record_api_key_use(domain.clone(), background.clone()));
     {
         let (hot, stop, every) = (
@@ -183,6 +225,7 @@ pub async fn run_with_clock(
         http_listener,
         domain.clone(),
         config.connection_limits(),
+        certificates.as_ref().map(|c| c.http()),
         draining.clone(),
     ));
     tracing::info!("authd serving");
@@ -202,6 +245,9 @@ pub async fn run_with_clock(
     let _ = tokio::time::timeout(PRUNER_STOP, pruning).await;
     domain.api_keys.flush_use().await;
     let _ = http_server.await;
+    if let Some(health_server) = health_server {
+        let _ = health_server.await;
+    }
     domain.close().await;
     Ok(())
 }

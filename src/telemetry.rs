@@ -210,6 +210,14 @@ fn describe_metrics() {
         "Connections closed at accept because the listener's connection limit was reached, by listener."
     );
     describe_counter!(
+        "authd_tls_handshake_failures_total",
+        "TLS handshakes that failed or did not finish within the header timeout, by listener."
+    );
+    describe_counter!(
+        "authd_tls_reloads_total",
+        "Certificate files read again after a change or SIGHUP, by outcome (loaded, failed: the previous certificate is kept)."
+    );
+    describe_counter!(
         "authd_pruned_rows_total",
         "Rows deleted because they can no longer matter, by table."
     );

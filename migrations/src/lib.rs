@@ -15,6 +15,7 @@ mod m20261201_000008_key_login_failures_by_account;
 mod m20261201_000009_add_revocation_bounds;
 mod m20261201_000010_prepare_pruning;
 mod m20261201_000011_add_account_lifecycle;
+mod m20261201_000012_audit_peer_identity;
 mod m20261201_000020_index_audit_subjects;
 mod m20261201_000021_add_second_factor;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000009_add_revocation_bounds::Migration),
             Box::new(m20261201_000010_prepare_pruning::Migration),
             Box::new(m20261201_000011_add_account_lifecycle::Migration),
+            Box::new(m20261201_000012_audit_peer_identity::Migration),
             Box::new(m20261201_000020_index_audit_subjects::Migration),
             Box::new(m20261201_000021_add_second_factor::Migration),
         ]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{
     audit::{Action, Event, Outcome},
-    caller::{Actor, Caller},
+    caller::{Actor, Caller, Peer},
     context::Context,
     error::{DomainError, DomainResult},
     model::{Page, Session, User},
@@ -61,7 +61,7 @@ impl Admin {
     /// Authorises an AdminService call made with `token` (the bearer credential the
     /// transport took from the call): the holder must be an active user holding
     /// `admin` now. API keys are refused whatever their roles.
-    pub async fn authorize(&self, token: &str, peer: Option<String>) -> DomainResult<AdminCaller> {
+    pub async fn authorize(&self, token: &str, peer: Peer) -> DomainResult<AdminCaller> {
         let principal = self.ctx.hot.validate(token).await?;
         if principal.is_api_key() {
             return Err(DomainError::PermissionDenied(

@@ -10,7 +10,7 @@ use rand::{distributions::Alphanumeric, Rng};
 use super::{
     admin::AdminCaller,
     audit::{Action, Event, Outcome},
-    caller::Caller,
+    caller::{Caller, Peer},
     context::Context,
     error::{DomainError, DomainResult},
     hot::KEY_SCHEME,
@@ -170,7 +170,10 @@ impl ApiKeys {
         }
         for id in &taken.first_used {
             let event = Event::new(Action::ApiKeyFirstUse, Outcome::Ok).subject(id);
-            self.ctx.audit.record(&Caller::anonymous(None), event).await;
+            self.ctx
+                .audit
+                .record(&Caller::anonymous(Peer::default()), event)
+                .await;
         }
     }
 }

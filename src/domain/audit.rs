@@ -160,7 +160,8 @@ impl Audit {
             outcome,
             actor = caller.actor_label().unwrap_or("-"),
             subject = event.subject.unwrap_or("-"),
-            peer = caller.peer.as_deref().unwrap_or("-"),
+            peer = caller.peer.addr.as_deref().unwrap_or("-"),
+            peer_identity = caller.peer.identity.as_deref().unwrap_or("-"),
             detail = event.detail.as_deref().unwrap_or(""),
             "audit"
         );
@@ -170,7 +171,8 @@ impl Audit {
             outcome,
             actor: caller.actor_label().map(str::to_owned),
             subject: event.subject.map(str::to_owned),
-            peer: caller.peer.clone(),
+            peer: caller.peer.addr.clone(),
+            peer_identity: caller.peer.identity.clone(),
             detail: event.detail,
         };
         if let Err(err) = self.store.insert_audit(row).await {

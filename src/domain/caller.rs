@@ -13,15 +13,25 @@ pub enum Actor {
     User(String),
 }
 
-/// A caller: who, and from where (the peer's address, for the audit trail).
+/// Where a call comes from, for the audit trail and the logs.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// The peer's address.
+    pub addr: Option<String>,
+    /// Who the peer is by its TLS client certificate (mutual TLS): a SPIFFE ID or
+    /// the certificate's subject.
+    pub identity: Option<String>,
+}
+
+/// A caller: who, and from where.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub actor: Actor,
-    pub peer: Option<String>,
+    pub peer: Peer,
 }
 
 impl Caller {
-    pub fn anonymous(peer: Option<String>) -> Self {
+    pub fn anonymous(peer: Peer) -> Self {
         Caller {
             actor: Actor::Anonymous,
             peer,
@@ -31,7 +41,7 @@ impl Caller {
     pub fn cli() -> Self {
         Caller {
             actor: Actor::Cli,
-            peer: None,
+            peer: Peer::default(),
         }
     }
 
@@ -64,7 +74,7 @@ pub struct UserCaller {
 }
 
 impl UserCaller {
-    pub(super) fn new(user_id: String, session_id: String, peer: Option<String>) -> Self {
+    pub(super) fn new(user_id: String, session_id: String, peer: Peer) -> Self {
         UserCaller {
             caller: Caller {
                 actor: Actor::User(user_id.clone()),

@@ -83,6 +83,8 @@ pub struct AuditRecord {
     /// The user or key the event is about.
     pub subject: Option<String>,
     pub peer: Option<String>,
+    /// The client certificate's identity, under mutual TLS.
+    pub peer_identity: Option<String>,
     pub detail: Option<String>,
 }
 
@@ -96,6 +98,7 @@ impl From<audit_event::Model> for AuditRecord {
             actor: row.actor,
             subject: row.subject,
             peer: row.peer,
+            peer_identity: row.peer_identity,
             detail: row.detail,
         }
     }

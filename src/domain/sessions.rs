@@ -136,7 +136,7 @@ impl Sessions {
     pub async fn authorize_user(
         &self,
         token: &str,
-        peer: Option<String>,
+        peer: crate::domain::caller::Peer,
     ) -> DomainResult<UserCaller> {
         let principal = self.ctx.hot.validate(token).await?;
         if principal.is_api_key() {

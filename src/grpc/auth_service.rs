@@ -266,7 +266,8 @@ impl AuthService for AuthApi {
     }
 }
 
-/// AuthService needs no credentials: its callers are known by their address only.
+/// AuthService needs no credentials: its callers are known by their address (and
+/// client certificate, under mutual TLS) only.
 fn caller<T>(request: &Request<T>) -> Caller {
-    Caller::anonymous(request.remote_addr().map(|addr| addr.to_string()))
+    Caller::anonymous(super::peer(request.extensions()))
 }

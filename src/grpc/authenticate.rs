@@ -142,11 +142,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         AuthenticatedFuture::Checked {
             call: Box::pin(async move {
-                let peer = request
-                    .extensions()
-                    .get::<tonic::transport::server::TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr())
-                    .map(|addr| addr.to_string());
+                let peer = super::peer(request.extensions());
                 let token = match bearer_token(request.headers()) {
                     Ok(token) => token.to_owned(),
                     Err(status) => return Ok(status.into_http()),

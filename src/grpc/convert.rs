@@ -79,6 +79,7 @@ pub fn audit_event(event: AuditRecord) -> pb::AuditEvent {
         actor: event.actor.unwrap_or_default(),
         subject: event.subject.unwrap_or_default(),
         peer: event.peer.unwrap_or_default(),
+        peer_identity: event.peer_identity.unwrap_or_default(),
         detail: event.detail.unwrap_or_default(),
     }
 }

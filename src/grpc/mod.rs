@@ -24,6 +24,20 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
 
 /// Request metadata (all headers together) larger than this is refused.
+/// Where a call comes from, from what the listener put in its extensions: the
+/// address, and the client certificate's identity under mutual TLS.
+pub(crate) fn peer(extensions: &http::Extensions) -> crate::domain::caller::Peer {
+    crate::domain::caller::Peer {
+        addr: extensions
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.to_string()),
+        identity: extensions
+            .get::<crate::listen::tls::PeerIdentity>()
+            .map(|identity| identity.as_str().to_owned()),
+    }
+}
+
 pub const MAX_METADATA_BYTES: u32 = 16 * 1024;
 
 /// Requests larger than this are refused before they are buffered whole.

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
+use super::tls::PeerIdentity;
+
 /// One connection's activity, shared by its watchdog, its IO and its requests.
 #[derive(Debug)]
 pub(super) struct Activity {
@@ -95,20 +97,28 @@ impl Drop for OpenRequest {
 }
 
 /// The per-connection service: counts open requests and hands each request the
-/// connection's addresses, as tonic's server does, so `Request::remote_addr` works.
+/// connection's addresses, as tonic's server does, so `Request::remote_addr` works,
+/// and the client's certificate identity when it showed one ([`PeerIdentity`]).
 #[derive(Clone, Debug)]
 pub(super) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     info: TcpConnectInfo,
+    identity: Option<PeerIdentity>,
 }
 
 impl<S> Tracked<S> {
-    pub(super) fn new(inner: S, activity: Arc<Activity>, info: TcpConnectInfo) -> Self {
+    pub(super) fn new(
+        inner: S,
+        activity: Arc<Activity>,
+        info: TcpConnectInfo,
+        identity: Option<PeerIdentity>,
+    ) -> Self {
         Tracked {
             inner,
             activity,
             info,
+            identity,
         }
     }
 }
@@ -131,6 +141,9 @@ where
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
         request.extensions_mut().insert(self.info.clone());
+        if let Some(identity) = &self.identity {
+            request.extensions_mut().insert(identity.clone());
+        }
         let open = self.activity.request_started();
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -13,6 +13,7 @@ pub struct AuditEvent {
     pub actor: Option<String>,
     pub subject: Option<String>,
     pub peer: Option<String>,
+    pub peer_identity: Option<String>,
     pub detail: Option<String>,
 }
 
@@ -59,6 +60,7 @@ impl Store {
             actor: Set(clip(event.actor, 64)),
             subject: Set(clip(event.subject, 64)),
             peer: Set(clip(event.peer, 64)),
+            peer_identity: Set(clip(event.peer_identity, 256)),
             detail: Set(clip(event.detail, 256)),
             ..Default::default()
         })

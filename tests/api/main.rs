@@ -43,6 +43,7 @@ mod secrets_at_rest;
 mod sessions;
 mod storage_faults;
 mod throttling;
+mod tls;
 mod tokens;
 mod totp;
 mod traces;

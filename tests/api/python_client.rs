@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, TestDb};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
 
-async fn python_has_the_requirements() -> bool {
+pub async fn python_has_the_requirements() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import grpc, grpc_tools, jwt"])
         .output()

@@ -399,6 +399,7 @@ async fn twenty_thousand_stale_login_failures_go_in_batches(db: TestDb) {
                         actor: None,
                         subject: None,
                         peer: None,
+                        peer_identity: None,
                         detail: Some(format!("write {writes} beside the pruner")),
                     })
                     .await

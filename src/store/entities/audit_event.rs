@@ -13,6 +13,7 @@ pub struct Model {
     pub actor: Option<String>,
     pub subject: Option<String>,
     pub peer: Option<String>,
+    pub peer_identity: Option<String>,
     pub detail: Option<String>,
 }
 

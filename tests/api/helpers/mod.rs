@@ -44,8 +44,7 @@ use tonic::{transport::Channel, Code, Status};
 
 pub use clients::{AdminClient, AuthClient, Bearer, UserClient};
 pub use db::TestDb;
-use server::TestServer;
-pub use server::{config_for, connect, free_port, ServerProcess};
+pub use server::{config_for, connect, free_port, wait_until_serving, ServerProcess, TestServer};
 
 /// The password of every account the helpers make.
 pub const PASSWORD: &str = "correct horse battery staple";

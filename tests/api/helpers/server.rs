@@ -31,8 +31,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the server on `clock` and waits until it answers SERVING.
+    /// Starts the server on `clock` and waits until it answers SERVING (on its
+    /// plaintext health listener when it has one: the gRPC port may speak TLS).
     pub async fn start(config: ServeConfig, clock: Clock) -> TestServer {
+        let ready = config.health_listen;
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let (addr, http_addr) = (
@@ -55,7 +57,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
         };
-        wait_until_serving(server.addr, 200, "server").await;
+        wait_until_serving(ready.unwrap_or(server.addr), 200, "server").await;
         server
     }
 
@@ -135,8 +137,8 @@ pub async fn connect(addr: SocketAddr) -> Channel {
 }
 
 /// Polls gRPC health every 25 ms, `tries` times at most, until the server at
-/// `addr` answers SERVING.
-async fn wait_until_serving(addr: SocketAddr, tries: u32, what: &str) {
+/// `addr` answers SERVING (plaintext).
+pub async fn wait_until_serving(addr: SocketAddr, tries: u32, what: &str) {
     for _ in 0..tries {
         if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
