@@ -2,7 +2,7 @@
 """The alerting rules as a Prometheus Operator PrometheusRule.
 
 deploy/prometheus/authd.rules.yml is the source (promtool checks and tests it);
-deploy/kubernetes/overlays/monitoring/prometheusrule.yaml carries the same groups
+deploy/overlays/monitoring/prometheusrule.yaml carries the same groups
 for clusters that run the operator. This writes the second from the first:
 
     python3 deploy/prometheus/prometheusrule.py          # regenerate
