@@ -10,7 +10,7 @@ use crate::helpers::{code, TestApp, PASSWORD};
 const SECTION: &str = "### Forgot password, change password, sign out everywhere";
 
 /// The `sh` blocks of the README section `heading`, in order.
-fn sh_blocks(heading: &str) -> Vec<String> {
+pub(crate) fn sh_blocks(heading: &str) -> Vec<String> {
     let readme = include_str!("../../README.md");
     let start = readme.find(heading).expect("the README section");
     let section = &readme[start + heading.len()..];
@@ -26,7 +26,7 @@ fn sh_blocks(heading: &str) -> Vec<String> {
     blocks
 }
 
-fn grpcurl_installed() -> bool {
+pub(crate) fn grpcurl_installed() -> bool {
     std::process::Command::new("grpcurl")
         .arg("-version")
         .output()

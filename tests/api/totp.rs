@@ -464,3 +464,71 @@ async fn the_secret_is_sealed_at_rest_when_a_key_is_set(db: TestDb) {
 }
 
 on_both_databases!(the_secret_is_sealed_at_rest_when_a_key_is_set);
+
+/// The README's "A second factor (TOTP)" flow, run as written with bash, grpcurl and
+/// python3 (the stand-in authenticator) against a real server.
+async fn the_readmes_totp_flow_runs_as_written(app: TestApp) {
+    use crate::cookbook::{grpcurl_installed, sh_blocks};
+    if !grpcurl_installed() {
+        eprintln!("skipped: grpcurl is not installed");
+        return;
+    }
+    let blocks = sh_blocks("### A second factor (TOTP)");
+    assert_eq!(blocks.len(), 2, "enrol and confirm, the two-step login");
+    let user = app
+        .grpc()
+        .register(pb::RegisterRequest {
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            password: "correct horse battery staple".into(),
+            full_name: String::new(),
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .user
+        .expect("user");
+    let tokens = app
+        .login_with("alice", "correct horse battery staple")
+        .await
+        .expect("login")
+        .tokens
+        .expect("tokens");
+    let script = [
+        blocks[0].clone(),
+        blocks[1].clone(),
+        "echo \"USER_TOKEN=$USER_TOKEN\"\n".to_owned(),
+    ]
+    .concat()
+    .replace("localhost:50051", &app.addr().to_string());
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("USER_TOKEN", &tokens.access_token)
+        .output()
+        .await
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("USER_TOKEN="))
+        .expect("the script's token");
+    let answer = app
+        .validate(token)
+        .await
+        .expect("the two-step login's token");
+    assert_eq!(answer.user_id, user.id);
+    let seen = app
+        .admin()
+        .await
+        .get_user(&user.id, "")
+        .await
+        .expect("user");
+    assert!(seen.mfa_enabled);
+}
+
+on_sqlite!(the_readmes_totp_flow_runs_as_written);
