@@ -16,7 +16,7 @@ use crate::{
     domain::Domain,
     domain::{
         accounts::Registration, admin::AdminCaller, api_keys::NewKey, caller::Caller,
-        sealing::KeyEncryptionKey, secrets::Password, signing_keys,
+        sealing::KeyEncryptionKey, secrets::Password, signing_keys, totp,
     },
     server,
     store::Store,
@@ -28,6 +28,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(database) => {
             let (store, kek) = open(&database).await?;
             signing_keys::seal_at_rest(&store, kek.as_ref()).await?;
+            totp::seal_at_rest(&store, kek.as_ref()).await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -99,8 +100,9 @@ async fn rewrap(args: KeysRewrapArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--new-key-file ({})", args.new_key_file.display()))?;
     let (store, current) = open(&args.database).await?;
     let rewrapped = signing_keys::rewrap(&store, current.as_ref(), &new).await?;
+    let secrets = totp::rewrap(&store, current.as_ref(), &new).await?;
     println!(
-        "{rewrapped} private signing key(s) now encrypted with key {}; restart every replica with it",
+        "{rewrapped} private signing key(s) and {secrets} TOTP secret(s) now encrypted with key {}; restart every replica with it",
         new.id()
     );
     store.close().await;

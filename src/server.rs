@@ -28,7 +28,7 @@ use tower::{Layer as _, ServiceBuilder};
 use crate::{
     clock::Clock,
     config::ServeConfig,
-    domain::{hot::HotPath, passwords::PasswordHasher, signing_keys, Domain},
+    domain::{hot::HotPath, passwords::PasswordHasher, signing_keys, totp, Domain},
     grpc::{
         self,
         admin_service::AdminApi,
@@ -353,6 +353,9 @@ pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain>
         _ => err,
     };
     signing_keys::ensure_active(&store, kek.as_ref(), clock.now_ms())
+        .await
+        .map_err(unreachable)?;
+    totp::seal_at_rest(&store, kek.as_ref())
         .await
         .map_err(unreachable)?;
     let hot = HotPath::load(

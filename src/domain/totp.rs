@@ -1,15 +1,22 @@
 //! The second factor's arithmetic: RFC 6238 codes (SHA-1, 6 digits, 30-second
 //! steps) from `totp-rs`, accepted one step either side of now and compared in
 //! constant time; the secret (160 bits from the OS) and its `otpauth://` URI; and
-//! the single-use recovery codes (80 bits each, stored only as hashes). Which step
-//! a user last spent, and which codes are left, is the store's (`mfa.rs`).
+//! the single-use recovery codes (80 bits each, stored only as hashes); and the
+//! secret at rest: sealed with the key-encryption key (the user id as associated
+//! data) when one is set, sealed at start when found in the clear, rewrapped by
+//! `authd keys rewrap`. Which step a user last spent, and which codes are left, is
+//! the store's (`mfa.rs`).
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use zeroize::Zeroizing;
 
-use super::error::{DomainError, DomainResult};
+use super::{
+    error::{DomainError, DomainResult},
+    sealing::{self, KeyEncryptionKey},
+};
+use crate::store::Store;
 
 pub const STEP_SECONDS: i64 = 30;
 const DIGITS: usize = 6;
@@ -136,6 +143,92 @@ pub fn recovery_codes() -> Vec<Zeroizing<String>> {
             code
         })
         .collect()
+}
+
+/// The secret as stored: sealed with the user id as associated data when a key
+/// is set, else its base32.
+pub fn seal(
+    kek: Option<&KeyEncryptionKey>,
+    user_id: &str,
+    secret: &TotpSecret,
+) -> DomainResult<String> {
+    match kek {
+        Some(kek) => Ok(kek.seal(user_id.as_bytes(), secret.bytes())),
+        None => secret.base32(),
+    }
+}
+
+pub fn open(
+    kek: Option<&KeyEncryptionKey>,
+    user_id: &str,
+    stored: &str,
+) -> DomainResult<TotpSecret> {
+    if sealing::is_sealed(stored) {
+        let kek = kek.ok_or_else(|| {
+            DomainError::internal(anyhow::anyhow!(
+                "a TOTP secret is sealed but AUTHD_KEY_ENCRYPTION_KEY is not set"
+            ))
+        })?;
+        let bytes = kek
+            .open(user_id.as_bytes(), stored)
+            .map_err(|e| DomainError::internal(anyhow::anyhow!("opening a TOTP secret: {e:?}")))?;
+        return Ok(TotpSecret::from_bytes(bytes));
+    }
+    let bytes = totp_rs::Secret::Encoded(stored.to_owned())
+        .to_bytes()
+        .map_err(|_| {
+            DomainError::internal(anyhow::anyhow!("a stored TOTP secret is not base32"))
+        })?;
+    Ok(TotpSecret::from_bytes(Zeroizing::new(bytes)))
+}
+
+/// At start: seals the TOTP secrets stored in the clear when a key is set, and
+/// checks that every sealed one opens with it (a wrong or missing key stops
+/// start-up, naming the setting).
+pub async fn seal_at_rest(store: &Store, kek: Option<&KeyEncryptionKey>) -> anyhow::Result<()> {
+    let sealed = store
+        .rewrite_totp_secrets(|user_id, stored| {
+            let secret = open(kek, user_id, stored)?;
+            match kek {
+                Some(kek) if !sealing::is_sealed(stored) => {
+                    Ok::<_, DomainError>(Some(seal(Some(kek), user_id, &secret)?))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!("AUTHD_KEY_ENCRYPTION_KEY: a stored TOTP secret does not open: {e:#}")
+        })?;
+    if sealed > 0 {
+        tracing::info!(
+            secrets = sealed,
+            "sealed TOTP secrets that were stored in the clear"
+        );
+    }
+    Ok(())
+}
+
+/// `authd keys rewrap`: every TOTP secret sealed under `new`; answers how many
+/// changed (those under `new` already are left).
+pub async fn rewrap(
+    store: &Store,
+    current: Option<&KeyEncryptionKey>,
+    new: &KeyEncryptionKey,
+) -> anyhow::Result<u64> {
+    store
+        .rewrite_totp_secrets(|user_id, stored| {
+            if sealing::sealed_with(stored) == Some(new.id()) {
+                open(Some(new), user_id, stored)?;
+                return Ok(None);
+            }
+            let secret = open(current, user_id, stored)?;
+            Ok::<_, DomainError>(Some(seal(Some(new), user_id, &secret)?))
+        })
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!("a stored TOTP secret does not open with the current key: {e:#}")
+        })
 }
 
 #[cfg(test)]

@@ -64,6 +64,40 @@ impl Store {
         Ok(Enrolment::Pending)
     }
 
+    /// Rewrites stored TOTP secrets: `rewrite` answers the new form of a
+    /// (user id, stored secret), or `None` to leave it. Each row is replaced only if
+    /// it still holds what was read, in one transaction; answers how many changed.
+    pub async fn rewrite_totp_secrets<E>(
+        &self,
+        mut rewrite: impl FnMut(&str, &str) -> Result<Option<String>, E>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        let held = totp_credential::Entity::find().all(&self.reader).await?;
+        let mut new_forms = Vec::new();
+        for row in &held {
+            match rewrite(&row.user_id, &row.secret) {
+                Err(err) => return Ok(Err(err)),
+                Ok(Some(new)) => new_forms.push((row.user_id.clone(), row.secret.clone(), new)),
+                Ok(None) => {}
+            }
+        }
+        if new_forms.is_empty() {
+            return Ok(Ok(0));
+        }
+        let txn = self.begin_write().await?;
+        let mut rewritten = 0;
+        for (user_id, old, new) in new_forms {
+            rewritten += totp_credential::Entity::update_many()
+                .col_expr(totp_credential::Column::Secret, Expr::value(new))
+                .filter(totp_credential::Column::UserId.eq(user_id))
+                .filter(totp_credential::Column::Secret.eq(old))
+                .exec(&*txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        Ok(Ok(rewritten))
+    }
+
     pub async fn totp_credential(
         &self,
         user_id: &str,

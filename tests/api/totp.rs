@@ -532,3 +532,70 @@ async fn the_readmes_totp_flow_runs_as_written(app: TestApp) {
 }
 
 on_sqlite!(the_readmes_totp_flow_runs_as_written);
+
+async fn stored_totp_secret(app: &TestApp) -> String {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT secret FROM totp_credentials")
+        .fetch_all(&mut app.db.sql().await)
+        .await
+        .expect("read");
+    assert_eq!(rows.len(), 1);
+    rows.into_iter().next().expect("one").0
+}
+
+/// A secret stored in the clear is sealed when the server starts with a key, and
+/// `authd keys rewrap` moves it to a new key; codes keep working throughout.
+async fn secrets_in_the_clear_are_sealed_at_start_and_rewrapped(db: TestDb) {
+    let mut app = on_manual_clock(db).await;
+    let (totp, _, _) = with_totp(&app, "gina").await;
+    let plain = stored_totp_secret(&app).await;
+    assert!(!plain.starts_with("enc:"), "no key set: {plain}");
+
+    let old = STANDARD.encode(rand::random::<[u8; 32]>());
+    let with = |kek: String| {
+        move |c: &mut authd::config::ServeConfig| {
+            c.database.key_encryption.key_encryption_key = Some(kek.into())
+        }
+    };
+    app.restart_with(with(old.clone())).await;
+    let sealed = stored_totp_secret(&app).await;
+    assert!(sealed.starts_with("enc:v1:"), "sealed at start: {sealed}");
+    app.clock.advance(Duration::from_secs(30));
+    let challenge = login_raw(&app, "gina").await.mfa_token;
+    verify(&app, &challenge, &code_now(&app, &totp))
+        .await
+        .expect("the sealed secret checks codes");
+
+    app.stop().await;
+    let new = STANDARD.encode(rand::random::<[u8; 32]>());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("new-kek");
+    std::fs::write(&file, format!("{new}\n")).expect("write");
+    let output = app
+        .db
+        .cli_with_env(
+            &[
+                "keys",
+                "rewrap",
+                "--new-key-file",
+                &file.display().to_string(),
+            ],
+            None,
+            &[("AUTHD_KEY_ENCRYPTION_KEY", &old)],
+        )
+        .await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 TOTP secret(s)"),
+        "{output:?}"
+    );
+    let rewrapped = stored_totp_secret(&app).await;
+    assert_ne!(rewrapped, sealed);
+    app.restart_with(with(new)).await;
+    app.clock.advance(Duration::from_secs(30));
+    let challenge = login_raw(&app, "gina").await.mfa_token;
+    verify(&app, &challenge, &code_now(&app, &totp))
+        .await
+        .expect("the rewrapped secret checks codes");
+}
+
+on_both_databases!(secrets_in_the_clear_are_sealed_at_start_and_rewrapped);

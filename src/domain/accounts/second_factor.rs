@@ -4,18 +4,16 @@
 //! throttling as a wrong password does; each time step and each recovery code
 //! works once (the store's conditional updates decide, across replicas).
 
-use zeroize::Zeroizing;
-
 use super::{Accounts, CheckPurpose, LoggedIn, CROWDED_RETRY};
 use crate::{
     domain::{
         audit::{Action, Event, Outcome},
         caller::{Caller, UserCaller},
         error::{DomainError, DomainResult},
-        sealing::{self, KeyEncryptionKey},
+        sealing::KeyEncryptionKey,
         secrets::{digest_hex, random_token, Secret},
         throttle::{Counter, Turn},
-        totp::{self, Code, TotpSecret},
+        totp::{self, open, seal, Code, TotpSecret},
     },
     store::{Confirmation, Enrolment},
 };
@@ -298,37 +296,4 @@ fn recovery_hash(code: &str) -> String {
         Ok(Code::Recovery(normalised)) => digest_hex(&normalised),
         _ => digest_hex(code),
     }
-}
-
-/// The secret as stored: sealed with the user id as associated data when a key
-/// is set, else its base32.
-fn seal(
-    kek: Option<&KeyEncryptionKey>,
-    user_id: &str,
-    secret: &TotpSecret,
-) -> DomainResult<String> {
-    match kek {
-        Some(kek) => Ok(kek.seal(user_id.as_bytes(), secret.bytes())),
-        None => secret.base32(),
-    }
-}
-
-fn open(kek: Option<&KeyEncryptionKey>, user_id: &str, stored: &str) -> DomainResult<TotpSecret> {
-    if sealing::is_sealed(stored) {
-        let kek = kek.ok_or_else(|| {
-            DomainError::internal(anyhow::anyhow!(
-                "a TOTP secret is sealed but AUTHD_KEY_ENCRYPTION_KEY is not set"
-            ))
-        })?;
-        let bytes = kek
-            .open(user_id.as_bytes(), stored)
-            .map_err(|e| DomainError::internal(anyhow::anyhow!("opening a TOTP secret: {e:?}")))?;
-        return Ok(TotpSecret::from_bytes(bytes));
-    }
-    let bytes = totp_rs::Secret::Encoded(stored.to_owned())
-        .to_bytes()
-        .map_err(|_| {
-            DomainError::internal(anyhow::anyhow!("a stored TOTP secret is not base32"))
-        })?;
-    Ok(TotpSecret::from_bytes(Zeroizing::new(bytes)))
 }
