@@ -268,6 +268,9 @@ async fn a_second_sigterm_exits_at_once(db: TestDb) {
         .body(())
         .expect("request");
     let (_response, _body) = h2.send_request(request, false).expect("send");
+    // The headers go out from the connection task: give them time to arrive, so the
+    // call is in flight on the server before the signal (CI machines are slow).
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
