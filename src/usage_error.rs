@@ -33,11 +33,20 @@ pub fn report(err: clap::Error) -> ExitCode {
 }
 
 fn one_line(err: &clap::Error) -> String {
+    // clap's message, up to its usage and hints, on one line ("… not provided:
+    // --username <USERNAME>").
     let rendered = err.render().to_string();
     let first = rendered
         .lines()
-        .next()
-        .unwrap_or_default()
+        .map(str::trim)
+        .take_while(|line| {
+            !line.starts_with("Usage:")
+                && !line.starts_with("For more information")
+                && !line.starts_with("tip:")
+        })
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
         .trim_start_matches("error: ")
         .to_owned();
     let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
