@@ -13,7 +13,7 @@ use tracing_subscriber::{
     filter::{LevelFilter, Targets},
     fmt,
     prelude::*,
-    EnvFilter,
+    EnvFilter, Layer,
 };
 
 use crate::{config::LogFormat, traces::Traces};
@@ -35,7 +35,32 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Op
     // Colour only for a person at a terminal, never into files or pipes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let logs = match format {
+    let _ = match exporting {
+        // The level filter stays global: the hot path's debug-level spans are then
+        // never created at all (a span the registry creates and a per-layer filter
+        // then ignores costs about 20 µs of a 15 µs call).
+        None => tracing_subscriber::registry()
+            .with(secret_ceiling())
+            .with(filter)
+            .with(log_layer(format, colour))
+            .try_init(),
+        // The level filter belongs to the logs alone, so the exporter sees the hot
+        // path's debug-level rpc spans without their showing up in the logs.
+        Some(exporting) => tracing_subscriber::registry()
+            .with(secret_ceiling())
+            .with(exporting)
+            .with(log_layer(format, colour).with_filter(filter))
+            .try_init(),
+    };
+    Ok(traces)
+}
+
+/// The log lines: text for people or JSON for pipelines, on stderr.
+fn log_layer<S>(format: LogFormat, colour: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
         LogFormat::Text => fmt::layer()
             .with_ansi(colour)
             .with_writer(std::io::stderr)
@@ -46,15 +71,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Op
             .with_current_span(true)
             .with_writer(std::io::stderr)
             .boxed(),
-    };
-    // The level filter belongs to the logs alone, so the exporter may see the hot
-    // path's debug-level rpc spans without their showing up in the logs.
-    let _ = tracing_subscriber::registry()
-        .with(secret_ceiling())
-        .with(exporting)
-        .with(logs.with_filter(filter))
-        .try_init();
-    Ok(traces)
+    }
 }
 
 /// The most verbose level each database crate may ever log at, whatever `RUST_LOG`
