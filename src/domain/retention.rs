@@ -71,6 +71,7 @@ impl RetentionSettings {
             // An expired token is refused whatever its row says; the margin covers
             // replicas whose clocks differ a little.
             account_tokens_expired_before: now_ms.saturating_sub(MARGIN_MS),
+            mfa_challenges_expired_before: now_ms.saturating_sub(MARGIN_MS),
         }
     }
 }

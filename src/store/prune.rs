@@ -25,7 +25,9 @@ use sea_orm::{
 use sqlx::{ConnectOptions, Connection};
 
 use super::{
-    entities::{account_token, audit_event, change, login_failure, refresh_token, session},
+    entities::{
+        account_token, audit_event, change, login_failure, mfa_challenge, refresh_token, session,
+    },
     locks::AdvisoryLock,
     Backend, Store, StoreError,
 };
@@ -50,6 +52,8 @@ pub struct PruneCutoffs {
     pub audit_before: i64,
     /// Password-reset and verification tokens that expired before this go.
     pub account_tokens_expired_before: i64,
+    /// Login challenges (the second factor's step) that expired before this go.
+    pub mfa_challenges_expired_before: i64,
 }
 
 /// One kind of prunable row, in the order a round visits them.
@@ -64,16 +68,19 @@ pub enum PruneStep {
     AuditEvents,
     /// Expired password-reset and email-verification tokens.
     AccountTokens,
+    /// Expired login challenges of the second factor.
+    MfaChallenges,
 }
 
 impl PruneStep {
-    pub const ALL: [PruneStep; 6] = [
+    pub const ALL: [PruneStep; 7] = [
         PruneStep::SpentRefreshTokens,
         PruneStep::Sessions,
         PruneStep::Changes,
         PruneStep::LoginFailures,
         PruneStep::AuditEvents,
         PruneStep::AccountTokens,
+        PruneStep::MfaChallenges,
     ];
 }
 
@@ -86,11 +93,12 @@ pub struct PrunedRows {
     pub login_failures: u64,
     pub audit_events: u64,
     pub account_tokens: u64,
+    pub mfa_challenges: u64,
 }
 
 impl PrunedRows {
     /// (table name, rows) for each table.
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub fn by_table(&self) -> [(&'static str, u64); 7] {
         [
             ("sessions", self.sessions),
             ("refresh_tokens", self.refresh_tokens),
@@ -98,6 +106,7 @@ impl PrunedRows {
             ("login_failures", self.login_failures),
             ("audit_events", self.audit_events),
             ("account_tokens", self.account_tokens),
+            ("mfa_challenges", self.mfa_challenges),
         ]
     }
 
@@ -112,6 +121,7 @@ impl PrunedRows {
         self.login_failures += other.login_failures;
         self.audit_events += other.audit_events;
         self.account_tokens += other.account_tokens;
+        self.mfa_challenges += other.mfa_challenges;
     }
 }
 
@@ -205,6 +215,24 @@ impl Store {
                 Ok(rows(
                     PrunedRows {
                         account_tokens: deleted,
+                        ..Default::default()
+                    },
+                    more,
+                ))
+            }
+            PruneStep::MfaChallenges => {
+                let expired =
+                    mfa_challenge::Column::ExpiresAt.lt(cutoffs.mfa_challenges_expired_before);
+                let (deleted, more) = self
+                    .prune_by_key::<mfa_challenge::Entity, String>(
+                        mfa_challenge::Column::TokenHash,
+                        Condition::all().add(expired),
+                        limit,
+                    )
+                    .await?;
+                Ok(rows(
+                    PrunedRows {
+                        mfa_challenges: deleted,
                         ..Default::default()
                     },
                     more,

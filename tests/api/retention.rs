@@ -673,7 +673,44 @@ async fn expired_account_tokens_go(db: TestDb) {
         .expect("a live token still works");
 }
 
+/// Second-factor login challenges go once expired (by the margin); a live one stays.
+async fn expired_mfa_challenges_go(db: TestDb) {
+    let app = TestApp::spawn_on_manual_clock(db, |c| c.prune_interval = minutes(60)).await;
+    let alice = app.register("alice").await;
+    let now = app.clock.now_ms();
+    for (hash, expires_at) in [
+        ("a".repeat(64), now - 60_000),
+        ("b".repeat(64), now - 120_000),
+        ("c".repeat(64), now + 300_000),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO mfa_challenges (token_hash, user_id, expires_at, failures) \
+             VALUES ('{hash}', '{}', {expires_at}, 0)",
+            alice.id
+        ))
+        .execute(&mut app.db.sql().await)
+        .await
+        .expect("insert");
+    }
+    let mut app = app;
+    app.stop().await; // its own pruner holds the lease
+    let mut pruner = pruner(app.config(), &app.clock).await;
+    let report = prune(&mut pruner).await;
+    assert_eq!(report.rows.mfa_challenges, 2, "{report:?}");
+    assert_eq!(app.db.count("mfa_challenges").await, 1);
+    assert_eq!(
+        count_where(
+            &app.db,
+            "mfa_challenges",
+            &format!("token_hash = '{}'", "c".repeat(64))
+        )
+        .await,
+        1
+    );
+}
+
 on_both_databases!(
+    expired_mfa_challenges_go,
     expired_account_tokens_go,
     an_ended_session_stays_while_its_tokens_may_be_valid,
     spent_refresh_tokens_go_once_they_could_not_be_honoured_anyway,
