@@ -18,7 +18,7 @@ import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 RULES = HERE / "authd.rules.yml"
-TARGET = HERE.parent / "kubernetes" / "overlays" / "monitoring" / "prometheusrule.yaml"
+TARGET = HERE.parent / "overlays" / "monitoring" / "prometheusrule.yaml"
 
 HEADER = """\
 # GENERATED from deploy/prometheus/authd.rules.yml by deploy/prometheus/prometheusrule.py:
