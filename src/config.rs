@@ -5,8 +5,9 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+pub use crate::telemetry::LogFormat;
 use crate::{
     domain::{
         hot::HotSettings, passwords::HashSettings, retention::RetentionSettings,
@@ -29,12 +30,6 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

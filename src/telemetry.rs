@@ -16,7 +16,16 @@ use tracing_subscriber::{
     EnvFilter, Layer,
 };
 
-use crate::{config::LogFormat, traces::Traces};
+use crate::traces::Traces;
+
+/// How log lines are written (`AUTHD_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
 
 /// Installs the global subscriber: logs in `format`, and spans exported to
 /// `otlp_endpoint` when one is given (see `traces.rs`; call it inside the Tokio
