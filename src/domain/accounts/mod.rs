@@ -22,7 +22,7 @@ use super::{
     hot::{AccessGrant, RoleList},
     model::User,
     secrets::{digest_hex, random_token, Password, Secret},
-    throttle::{Counter, LockoutPolicy, Turns},
+    throttle::{Counter, LockoutPolicy, Turn, Turns},
     validation::{self, Email, FullName, LoginName},
 };
 use crate::store::{
@@ -220,17 +220,7 @@ impl Accounts {
             None => Counter::UnknownLogin(login.as_str()),
         };
         let purpose = CheckPurpose::Login(&login);
-        // Refused while locked before taking a turn: no wait, no hash.
-        self.refuse_if_locked(caller, counter, purpose).await?;
-        let max_waiting =
-            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
-        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
-            return Err(DomainError::Throttled {
-                retry_after: CROWDED_RETRY,
-            });
-        };
-        // Again with the turn: the checks before this one may have locked it.
-        self.refuse_if_locked(caller, counter, purpose).await?;
+        let turn = self.take_turn(caller, counter, purpose).await?;
         let verified = self
             .ctx
             .hasher
@@ -302,6 +292,27 @@ impl Accounts {
             )
             .await;
         DomainError::AccountDisabled
+    }
+
+    /// The account's turn to check a secret (a password or a code), refused while
+    /// the counter is locked: checked before taking the turn (no wait, no hash) and
+    /// again with it (the checks before this one may have locked it).
+    async fn take_turn(
+        &self,
+        caller: &Caller,
+        counter: Counter<'_>,
+        purpose: CheckPurpose<'_>,
+    ) -> DomainResult<Turn> {
+        self.refuse_if_locked(caller, counter, purpose).await?;
+        let max_waiting =
+            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
+        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
+            return Err(DomainError::Throttled {
+                retry_after: CROWDED_RETRY,
+            });
+        };
+        self.refuse_if_locked(caller, counter, purpose).await?;
+        Ok(turn)
     }
 
     /// `Throttled` while the counter is locked. The first refusal of each lockout

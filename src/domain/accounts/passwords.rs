@@ -3,7 +3,7 @@
 //! operator setting one from the shell. Both end sessions in the transaction that
 //! stores the new hash.
 
-use super::{Accounts, CheckPurpose, CROWDED_RETRY};
+use super::{Accounts, CheckPurpose};
 use crate::{
     domain::{
         audit::{Action, Event, Outcome},
@@ -44,15 +44,7 @@ impl Accounts {
             .user;
         let (counter, purpose) = (Counter::Account(&account.id), CheckPurpose::ChangePassword);
         let who = caller.caller();
-        self.refuse_if_locked(who, counter, purpose).await?;
-        let max_waiting =
-            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
-        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
-            return Err(DomainError::Throttled {
-                retry_after: CROWDED_RETRY,
-            });
-        };
-        self.refuse_if_locked(who, counter, purpose).await?;
+        let turn = self.take_turn(who, counter, purpose).await?;
         let verified = self
             .ctx
             .hasher

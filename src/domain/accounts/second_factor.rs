@@ -4,7 +4,7 @@
 //! throttling as a wrong password does; each time step and each recovery code
 //! works once (the store's conditional updates decide, across replicas).
 
-use super::{Accounts, CheckPurpose, LoggedIn, CROWDED_RETRY};
+use super::{Accounts, CheckPurpose, LoggedIn};
 use crate::{
     domain::{
         audit::{Action, Event, Outcome},
@@ -12,8 +12,9 @@ use crate::{
         error::{DomainError, DomainResult},
         sealing::KeyEncryptionKey,
         secrets::{digest_hex, random_token, Secret},
-        throttle::{Counter, Turn},
+        throttle::Counter,
         totp::{self, open, seal, Code, TotpSecret},
+        validation,
     },
     store::{Confirmation, Enrolment},
 };
@@ -76,7 +77,7 @@ impl Accounts {
         let secret = open(self.kek(), user_id, &credential.secret)?;
         let counter = Counter::Account(user_id);
         let purpose = CheckPurpose::SecondFactor(Action::ConfirmTotp);
-        let turn = self.code_turn(caller.caller(), counter, purpose).await?;
+        let turn = self.take_turn(caller.caller(), counter, purpose).await?;
         let step = match &code {
             Code::Totp(digits) => secret.matching_step(digits, self.ctx.now_ms())?,
             _ => None,
@@ -123,7 +124,7 @@ impl Accounts {
         }
         let counter = Counter::Account(user_id);
         let purpose = CheckPurpose::SecondFactor(Action::DisableTotp);
-        let turn = self.code_turn(caller.caller(), counter, purpose).await?;
+        let turn = self.take_turn(caller.caller(), counter, purpose).await?;
         if !self.spend_code(user_id, &code).await? {
             return Err(self.wrong_code(caller.caller(), counter, purpose).await);
         }
@@ -153,7 +154,7 @@ impl Accounts {
         mfa_token: Secret,
         code: &str,
     ) -> DomainResult<LoggedIn> {
-        validation_required("mfa_token", mfa_token.expose())?;
+        validation::required("mfa_token", mfa_token.expose())?;
         let code = Code::parse(code)?;
         let token_hash = digest_hex(mfa_token.expose());
         let now_ms = self.ctx.now_ms();
@@ -168,7 +169,7 @@ impl Accounts {
         let user_id = challenge.user_id.as_str();
         let counter = Counter::Account(user_id);
         let purpose = CheckPurpose::SecondFactor(Action::VerifyMfa);
-        let turn = self.code_turn(caller, counter, purpose).await?;
+        let turn = self.take_turn(caller, counter, purpose).await?;
         if !self.spend_code(user_id, &code).await? {
             self.ctx.store.fail_mfa_challenge(&token_hash).await?;
             return Err(self.wrong_code(caller, counter, purpose).await);
@@ -237,25 +238,6 @@ impl Accounts {
         }
     }
 
-    /// The account's turn for checking a code, refused while it is locked.
-    async fn code_turn(
-        &self,
-        caller: &Caller,
-        counter: Counter<'_>,
-        purpose: CheckPurpose<'_>,
-    ) -> DomainResult<Turn> {
-        self.refuse_if_locked(caller, counter, purpose).await?;
-        let max_waiting =
-            usize::try_from(self.ctx.settings.login_max_failures).unwrap_or(usize::MAX);
-        let Some(turn) = self.turns.take(counter.key(), max_waiting).await else {
-            return Err(DomainError::Throttled {
-                retry_after: CROWDED_RETRY,
-            });
-        };
-        self.refuse_if_locked(caller, counter, purpose).await?;
-        Ok(turn)
-    }
-
     async fn wrong_code(
         &self,
         caller: &Caller,
@@ -284,10 +266,6 @@ impl Accounts {
     fn kek(&self) -> Option<&KeyEncryptionKey> {
         self.ctx.settings.key_encryption.as_ref()
     }
-}
-
-fn validation_required(field: &'static str, value: &str) -> DomainResult<()> {
-    crate::domain::validation::required(field, value)
 }
 
 /// The hash a recovery code is stored by: of its normal form (no dashes, lower case).
