@@ -19,7 +19,6 @@
 //! tonic write upper-case codes, have no `grpc_type`, or bring a second registry.)
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{Arc, OnceLock},
@@ -30,9 +29,10 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use metrics::{Counter, Histogram};
-use prost::Message;
 use tonic::Code;
 use tower::{Layer, Service};
+
+use super::methods::MethodTable;
 
 /// How many gRPC status codes there are (OK = 0 … UNAUTHENTICATED = 16).
 const CODES: usize = 17;
@@ -64,7 +64,7 @@ pub fn ecosystem_code_name(code: Code) -> &'static str {
 /// Puts the gRPC server metrics around a service; see the module docs.
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
-    methods: Arc<MethodTable>,
+    methods: Arc<MethodTable<MethodMetrics>>,
 }
 
 impl GrpcMetricsLayer {
@@ -73,7 +73,7 @@ impl GrpcMetricsLayer {
     /// set.
     pub fn new(descriptor_sets: &[&[u8]]) -> Self {
         GrpcMetricsLayer {
-            methods: Arc::new(MethodTable::from_descriptor_sets(descriptor_sets)),
+            methods: Arc::new(method_table(descriptor_sets)),
         }
     }
 }
@@ -92,60 +92,14 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    methods: Arc<MethodTable>,
+    methods: Arc<MethodTable<MethodMetrics>>,
 }
 
-#[derive(Debug)]
-struct MethodTable {
-    /// By request path, `/package.Service/Method`.
-    by_path: HashMap<String, Arc<MethodMetrics>>,
-    unknown: Arc<MethodMetrics>,
-}
-
-impl MethodTable {
-    fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
-        let mut by_path = HashMap::new();
-        for set in sets {
-            // Our own compiled-in descriptors: one that does not decode only costs
-            // its methods their own labels.
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
-                continue;
-            };
-            for file in &set.file {
-                for service in &file.service {
-                    let service_name = format!("{}.{}", file.package(), service.name());
-                    for method in &service.method {
-                        let kind = match (method.client_streaming(), method.server_streaming()) {
-                            (false, false) => "unary",
-                            (true, false) => "client_stream",
-                            (false, true) => "server_stream",
-                            (true, true) => "bidi_stream",
-                        };
-                        by_path.insert(
-                            format!("/{service_name}/{}", method.name()),
-                            Arc::new(MethodMetrics::new(
-                                service_name.clone(),
-                                method.name().to_owned(),
-                                kind,
-                            )),
-                        );
-                    }
-                }
-            }
-        }
-        MethodTable {
-            by_path,
-            unknown: Arc::new(MethodMetrics::new(
-                "unknown".to_owned(),
-                "unknown".to_owned(),
-                "unknown",
-            )),
-        }
-    }
-
-    fn get(&self, path: &str) -> &Arc<MethodMetrics> {
-        self.by_path.get(path).unwrap_or(&self.unknown)
-    }
+/// The metric handles of every method we serve.
+fn method_table(descriptor_sets: &[&[u8]]) -> MethodTable<MethodMetrics> {
+    MethodTable::from_descriptor_sets(descriptor_sets, |info| {
+        MethodMetrics::new(info.service.to_owned(), info.method.to_owned(), info.kind)
+    })
 }
 
 /// One method's labels and metric handles, each registered on first use.
@@ -357,7 +311,7 @@ mod tests {
 
     #[test]
     fn methods_come_from_the_descriptor_sets_with_their_type() {
-        let table = MethodTable::from_descriptor_sets(&[
+        let table = method_table(&[
             crate::grpc::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             b"not a descriptor set",

@@ -9,6 +9,7 @@ pub mod authenticate;
 mod convert;
 pub mod end_on_drain;
 pub mod message_limit;
+mod methods;
 pub mod metrics;
 pub mod observe;
 pub mod starting;

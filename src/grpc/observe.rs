@@ -6,7 +6,6 @@
 //! path: the methods are read once from the descriptor sets we serve.
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -14,11 +13,13 @@ use std::{
     time::Instant,
 };
 
-use prost::Message;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::status::code_name;
+use super::{
+    methods::{MethodInfo, MethodTable},
+    status::code_name,
+};
 
 /// Methods called on every request of every service: logged at debug, not info.
 const HOT_METHODS: [&str; 3] = [
@@ -29,7 +30,7 @@ const HOT_METHODS: [&str; 3] = [
 
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
-    methods: Arc<MethodTable>,
+    methods: Arc<MethodTable<MethodSpan>>,
 }
 
 impl ObserveLayer {
@@ -37,7 +38,7 @@ impl ObserveLayer {
     /// any other path is counted as `unknown`, so callers cannot grow the label set.
     pub fn new(descriptor_sets: &[&[u8]]) -> Self {
         ObserveLayer {
-            methods: Arc::new(MethodTable::from_descriptor_sets(descriptor_sets)),
+            methods: Arc::new(method_table(descriptor_sets)),
         }
     }
 }
@@ -56,44 +57,12 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
-    methods: Arc<MethodTable>,
+    methods: Arc<MethodTable<MethodSpan>>,
 }
 
-#[derive(Debug)]
-struct MethodTable {
-    /// By request path, `/package.Service/Method`.
-    by_path: HashMap<String, Arc<MethodSpan>>,
-    unknown: Arc<MethodSpan>,
-}
-
-impl MethodTable {
-    fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
-        let mut by_path = HashMap::new();
-        for set in sets {
-            // Our own compiled-in descriptors: one that does not decode only costs
-            // its methods their own labels.
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
-                continue;
-            };
-            for file in &set.file {
-                let package = file.package();
-                for service in &file.service {
-                    for method in &service.method {
-                        let name = format!("{package}.{}/{}", service.name(), method.name());
-                        by_path.insert(format!("/{name}"), Arc::new(MethodSpan::new(name)));
-                    }
-                }
-            }
-        }
-        MethodTable {
-            by_path,
-            unknown: Arc::new(MethodSpan::new("unknown".to_owned())),
-        }
-    }
-
-    fn get(&self, path: &str) -> Arc<MethodSpan> {
-        self.by_path.get(path).unwrap_or(&self.unknown).clone()
-    }
+/// The span names of every method we serve.
+fn method_table(descriptor_sets: &[&[u8]]) -> MethodTable<MethodSpan> {
+    MethodTable::from_descriptor_sets(descriptor_sets, MethodSpan::new)
 }
 
 /// One method's name for its spans: `package.Service/Method`, and its two halves
@@ -107,12 +76,12 @@ struct MethodSpan {
 }
 
 impl MethodSpan {
-    fn new(name: String) -> Self {
-        let (service, method) = name.split_once('/').unwrap_or((name.as_str(), ""));
+    fn new(info: MethodInfo<'_>) -> Self {
+        let name = info.full_name();
         MethodSpan {
             hot: HOT_METHODS.contains(&name.as_str()),
-            service: service.to_owned(),
-            method: method.to_owned(),
+            service: info.service.to_owned(),
+            method: info.method.to_owned(),
             name,
         }
     }
@@ -155,7 +124,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = self.methods.get(request.uri().path());
+        let method = self.methods.get(request.uri().path()).clone();
         // The hot path's spans are debug-level: at the default level they cost
         // nothing (its metrics are recorded by `metrics.rs` all the same).
         let span = if method.hot {
@@ -208,7 +177,7 @@ mod tests {
 
     #[test]
     fn methods_come_from_the_descriptor_sets_and_the_rest_is_unknown() {
-        let table = MethodTable::from_descriptor_sets(&[
+        let table = method_table(&[
             crate::grpc::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             b"not a descriptor set",
