@@ -243,6 +243,7 @@ impl AdminClient {
             .list_users(pb::ListUsersRequest {
                 page_size,
                 page_token: page_token.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
