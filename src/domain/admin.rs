@@ -66,10 +66,10 @@ impl AdminCaller {
     }
 
     /// `PERMISSION_DENIED` unless the caller holds `role` (directly or through the
-    /// graph): nobody grants a role they do not hold.
+    /// graph) or holds `admin`: nobody grants a role they do not hold.
     pub fn may_grant_role(&self, role: &str) -> DomainResult<()> {
         match &self.grants {
-            Some(grants) if !grants.has_role(role) => Err(DomainError::PermissionDenied(format!(
+            Some(grants) if !grants.holds_everything() && !grants.has_role(role) => Err(DomainError::PermissionDenied(format!(
                 "you cannot grant role {role:?}: you do not hold it yourself"
             ))),
             _ => Ok(()),

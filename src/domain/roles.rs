@@ -170,6 +170,12 @@ fn checked(spec: RoleSpec) -> DomainResult<RoleDefinition> {
     }
     for included in &spec.includes {
         validation::role_name("includes", included)?;
+        if *included == spec.name {
+            return Err(DomainError::invalid(
+                "includes",
+                "a role cannot include itself",
+            ));
+        }
     }
     for permission in &spec.permissions {
         validation::permission("permissions", permission)?;
@@ -236,22 +242,20 @@ fn decide(
         caller.may_grant_permission(permission)?;
     }
     // A cycle exists after the edit exactly when an included role reaches this
-    // one through the graph as it is (or is this one).
+    // one through the graph as it is (`checked` refused the role itself).
     let catalog = RoleCatalog::from_definitions(&state.roles);
     if let Some(looping) = wanted
         .includes
         .iter()
-        .find(|included| **included == wanted.name || catalog.reaches(included, &wanted.name))
+        .find(|included| catalog.reaches(included, &wanted.name))
     {
-        let reason = if *looping == wanted.name {
-            "a role cannot include itself".to_owned()
-        } else {
+        return Err(DomainError::invalid(
+            "includes",
             format!(
                 "including {looping:?} would make a cycle: {looping:?} already includes {:?}",
                 wanted.name
-            )
-        };
-        return Err(DomainError::invalid("includes", reason));
+            ),
+        ));
     }
     Ok(match kind {
         Kind::Create => RoleEdit::Create(wanted),

@@ -269,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn no_admin_service_method_is_left_to_admin_alone_by_accident() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::grpc::FILE_DESCRIPTOR_SET)
+            .expect("our descriptors");
+        let methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| &file.service)
+            .filter(|service| service.name() == "AdminService")
+            .flat_map(|service| service.method.iter().map(|m| m.name().to_owned()))
+            .collect();
+        assert!(methods.len() >= 20, "{methods:?}");
+        for method in methods {
+            assert_ne!(
+                admin_permission(&method),
+                UNLISTED_ADMIN_METHOD,
+                "{method} has no permission in API.md's table"
+            );
+        }
+    }
+
+    #[test]
     fn the_bearer_scheme_is_read_whatever_its_case() {
         assert_eq!(bearer_token(&headers("Bearer abc")).ok(), Some("abc"));
         assert_eq!(bearer_token(&headers("bearer  abc ")).ok(), Some("abc"));

@@ -37,6 +37,7 @@ mod production;
 mod python_client;
 mod reflection;
 mod retention;
+mod roles;
 mod revocation;
 mod secret_logs;
 mod secrets_at_rest;

@@ -38,6 +38,12 @@ impl Grants {
         self.roles.iter().any(|r| r.as_ref() == role)
     }
 
+    /// Holds `admin` (directly or through another role): every permission, and the
+    /// right to grant any role.
+    pub fn holds_everything(&self) -> bool {
+        self.every_permission
+    }
+
     pub fn has_permission(&self, permission: &str) -> bool {
         self.every_permission
             || self
