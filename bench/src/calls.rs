@@ -11,8 +11,8 @@ use std::{
 
 use authd::grpc::pb::{
     admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
-    ChangePasswordRequest, CheckRoleRequest, CreatePasswordResetTokenRequest, RefreshRequest,
-    ResetPasswordRequest, ValidateTokenRequest,
+    ChangePasswordRequest, CheckPermissionRequest, CheckRoleRequest,
+    CreatePasswordResetTokenRequest, RefreshRequest, ResetPasswordRequest, ValidateTokenRequest,
 };
 use tokio::task::JoinHandle;
 use tonic::{metadata::MetadataValue, transport::Channel, Request};
@@ -197,8 +197,32 @@ impl Caller for Register {
     }
 }
 
+pub struct CheckPermission {
+    pub clients: Auth,
+    pub tokens: Tokens,
+    pub permission: String,
+}
+
+impl Caller for CheckPermission {
+    fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        let mut client = self.clients.pick();
+        let request = CheckPermissionRequest {
+            token: self.tokens.next(),
+            permission: self.permission.clone(),
+        };
+        async move {
+            let answer = outcome(client.check_permission(request).await)?;
+            if answer.into_inner().allowed {
+                Ok(())
+            } else {
+                Err("NOT_ALLOWED".into())
+            }
+        }
+    }
+}
+
 /// A request carrying `authorization: Bearer <token>`.
-fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
+pub fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {token}")
         .parse()

@@ -69,9 +69,11 @@ impl AdminCaller {
     /// graph) or holds `admin`: nobody grants a role they do not hold.
     pub fn may_grant_role(&self, role: &str) -> DomainResult<()> {
         match &self.grants {
-            Some(grants) if !grants.holds_everything() && !grants.has_role(role) => Err(DomainError::PermissionDenied(format!(
-                "you cannot grant role {role:?}: you do not hold it yourself"
-            ))),
+            Some(grants) if !grants.holds_everything() && !grants.has_role(role) => {
+                Err(DomainError::PermissionDenied(format!(
+                    "you cannot grant role {role:?}: you do not hold it yourself"
+                )))
+            }
             _ => Ok(()),
         }
     }

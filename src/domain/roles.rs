@@ -81,7 +81,9 @@ impl Roles {
         let decided = self
             .ctx
             .store
-            .edit_role_graph(self.ctx.now_ms(), |state| decide(caller, kind, wanted, state))
+            .edit_role_graph(self.ctx.now_ms(), |state| {
+                decide(caller, kind, wanted, state)
+            })
             .await?;
         let action = match kind {
             Kind::Create => Action::CreateRole,
@@ -265,7 +267,9 @@ fn decide(
 
 fn decide_delete(name: &str, state: &RoleGraphState) -> DomainResult<RoleEdit> {
     let Some(role) = state.find(name) else {
-        return Err(DomainError::NotFound(format!("role {name:?} does not exist")));
+        return Err(DomainError::NotFound(format!(
+            "role {name:?} does not exist"
+        )));
     };
     if role.builtin {
         return Err(DomainError::FailedPrecondition(format!(
@@ -277,7 +281,11 @@ fn decide_delete(name: &str, state: &RoleGraphState) -> DomainResult<RoleEdit> {
             "role {name:?} is held by a user or an API key: revoke it first"
         )));
     }
-    if let Some(including) = state.roles.iter().find(|r| r.includes.iter().any(|i| i == name)) {
+    if let Some(including) = state
+        .roles
+        .iter()
+        .find(|r| r.includes.iter().any(|i| i == name))
+    {
         return Err(DomainError::FailedPrecondition(format!(
             "role {name:?} is included by role {:?}: update that role first",
             including.name

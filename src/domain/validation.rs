@@ -241,10 +241,9 @@ pub fn role_name(field: &'static str, value: &str) -> Result<(), DomainError> {
     if !(2..=64).contains(&value.len()) {
         return Err(DomainError::invalid(field, "must be 2 to 64 characters"));
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
+    if !value.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-')
+    }) {
         return Err(DomainError::invalid(
             field,
             "may contain only a-z, 0-9, '.', '_', ':' and '-'",

@@ -125,9 +125,7 @@ impl Store {
                     return Err(StoreError::Missing("role"));
                 };
                 clear_edges(&*txn, &name).await?;
-                role::Entity::delete_by_id(name.clone())
-                    .exec(&*txn)
-                    .await?;
+                role::Entity::delete_by_id(name.clone()).exec(&*txn).await?;
                 old
             }
         };
@@ -175,7 +173,10 @@ async fn read_graph(db: &impl ConnectionTrait) -> Result<Vec<RoleDefinition>, St
 }
 
 /// Roles granted to a user or held by a live API key.
-async fn held_roles(db: &impl ConnectionTrait, now_ms: i64) -> Result<BTreeSet<String>, StoreError> {
+async fn held_roles(
+    db: &impl ConnectionTrait,
+    now_ms: i64,
+) -> Result<BTreeSet<String>, StoreError> {
     let mut held: BTreeSet<String> = user_role::Entity::find()
         .select_only()
         .column(user_role::Column::Role)
@@ -193,7 +194,12 @@ async fn held_roles(db: &impl ConnectionTrait, now_ms: i64) -> Result<BTreeSet<S
         .all(db)
         .await?;
     for roles in key_roles {
-        held.extend(roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned));
+        held.extend(
+            roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+        );
     }
     Ok(held)
 }

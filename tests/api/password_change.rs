@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::helpers::{assert_invalid, code, eventually, token_claims, Bearer, TestApp, TestDb, PASSWORD};
+use crate::helpers::{
+    assert_invalid, code, eventually, token_claims, Bearer, TestApp, TestDb, PASSWORD,
+};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 

@@ -163,9 +163,7 @@ async fn every_rule_of_an_edit_is_checked(app: TestApp) {
         "empty",
     );
     assert_invalid(
-        admin
-            .create_role("billing", &[], &[&"p".repeat(129)])
-            .await,
+        admin.create_role("billing", &[], &[&"p".repeat(129)]).await,
         "permissions",
         "too long",
     );
@@ -213,7 +211,10 @@ async fn every_rule_of_an_edit_is_checked(app: TestApp) {
     );
     let roles = admin.list_roles().await.expect("list");
     let billing = roles.iter().find(|r| r.name == "billing").expect("billing");
-    assert!(billing.includes.is_empty(), "the refused edit wrote nothing");
+    assert!(
+        billing.includes.is_empty(),
+        "the refused edit wrote nothing"
+    );
 }
 
 /// Deleting: refused for built-in roles, roles held by a user or a key, and roles
@@ -226,7 +227,10 @@ async fn deletion_is_refused_while_a_role_is_in_use(app: TestApp) {
     }
     assert_eq!(code(admin.delete_role("ghost").await), Code::NotFound);
 
-    admin.create_role("held", &[], &["x.y"]).await.expect("held");
+    admin
+        .create_role("held", &[], &["x.y"])
+        .await
+        .expect("held");
     let (user, _) = holder(&app, "alice", "held").await;
     assert_eq!(
         code(admin.delete_role("held").await),
@@ -246,7 +250,10 @@ async fn deletion_is_refused_while_a_role_is_in_use(app: TestApp) {
         Code::FailedPrecondition
     );
     admin.revoke_api_key(&key.id).await.expect("revoke key");
-    admin.delete_role("keyed").await.expect("a revoked key holds nothing");
+    admin
+        .delete_role("keyed")
+        .await
+        .expect("a revoked key holds nothing");
 
     admin
         .create_role("wrapper", &["held"], &[])
@@ -275,7 +282,10 @@ async fn deletion_is_refused_while_a_role_is_in_use(app: TestApp) {
 /// already issued included; so is a built-in role's update.
 async fn a_role_change_reaches_its_holders_at_once(app: TestApp) {
     let admin = app.admin().await;
-    admin.create_role("support", &[], &[]).await.expect("create");
+    admin
+        .create_role("support", &[], &[])
+        .await
+        .expect("create");
     let (_, token) = holder(&app, "alice", "support").await;
     let key = admin
         .create_api_key("support-bot", &["support"], 0)
@@ -299,7 +309,10 @@ async fn a_role_change_reaches_its_holders_at_once(app: TestApp) {
         );
         assert_eq!(app.has_role(credential, "editor").await, Ok(true));
     }
-    admin.update_role("support", &[], &[]).await.expect("update");
+    admin
+        .update_role("support", &[], &[])
+        .await
+        .expect("update");
     assert_eq!(app.has_permission(&token, "tickets.close").await, Ok(false));
     assert_eq!(app.has_role(&token, "editor").await, Ok(false));
 
@@ -343,7 +356,10 @@ async fn concurrent_edits_cannot_make_a_cycle(app: TestApp) {
 /// The change reaches another replica through the feed within 2 s.
 async fn an_update_role_reaches_another_replica_within_two_seconds(app: TestApp) {
     let admin = app.admin().await;
-    admin.create_role("support", &[], &[]).await.expect("create");
+    admin
+        .create_role("support", &[], &[])
+        .await
+        .expect("create");
     let (_, token) = holder(&app, "alice", "support").await;
     let replica = app.replica(&[]).await;
     let remote = replica.client().await;
@@ -438,7 +454,11 @@ async fn a_scoped_api_key_calls_only_what_its_permissions_allow(app: TestApp) {
     // Give the role write access: the same key may now deactivate, at once, and
     // the audit trail names the key as the actor.
     admin
-        .update_role("user-reader", &[], &["authd.users.read", "authd.users.write"])
+        .update_role(
+            "user-reader",
+            &[],
+            &["authd.users.read", "authd.users.write"],
+        )
         .await
         .expect("update");
     bot.set_active(&alice.id, false).await.expect("allowed now");
@@ -530,7 +550,11 @@ async fn escalation_is_refused(app: TestApp) {
         ),
         (
             "UpdateRole making a role she holds include one she lacks",
-            code(as_dana.update_role("user", &["viewer", "moderator"], &[]).await),
+            code(
+                as_dana
+                    .update_role("user", &["viewer", "moderator"], &[])
+                    .await,
+            ),
         ),
     ];
     for (what, got) in attempts {
@@ -579,7 +603,10 @@ async fn list_users_filters_by_role_and_active_flag(app: TestApp) {
     let _alice = app.register("alice").await;
     let (bob, _) = holder(&app, "bob", "editor").await;
     let (carol, _) = holder(&app, "carol", "moderator").await;
-    admin.set_active(&carol.id, false).await.expect("deactivate");
+    admin
+        .set_active(&carol.id, false)
+        .await
+        .expect("deactivate");
 
     let names = |request: pb::ListUsersRequest| {
         let client = admin.grpc();

@@ -262,7 +262,10 @@ mod tests {
         let admin = catalog.grants(&["admin"]);
         assert!(admin.has_permission("billing.refund"));
         assert!(admin.has_permission("named.by.no.role"));
-        assert_eq!(names(&admin.permissions), ["authd.users.read", "billing.refund"]);
+        assert_eq!(
+            names(&admin.permissions),
+            ["authd.users.read", "billing.refund"]
+        );
         // Through a role that includes admin, too.
         roles.push(role("owner", &["admin"], &[], 6));
         let catalog = RoleCatalog::from_definitions(&roles);
