@@ -16,7 +16,7 @@ use authd::grpc::pb::{
     auth_service_client::AuthServiceClient, LoginRequest, RegisterRequest, TokenPair,
 };
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tonic::{metadata::MetadataValue, transport::Channel, Request};
 
 pub const PASSWORD: &str = "bench password, not a secret";
 
@@ -202,7 +202,7 @@ fn bench_permission(role: u32, j: u32) -> String {
 /// before it, in chains of [`ROLE_CHAIN`]) and grants the top of the first chain to
 /// `user_ids`, through AdminService with an admin's `token`.
 pub async fn define_roles(
-    admin: &crate::calls::Admin,
+    admin: &Admin,
     token: &str,
     roles: u32,
     permissions: u32,
@@ -223,7 +223,7 @@ pub async fn define_roles(
         };
         let mut admin = admin.clone();
         admin
-            .create_role(crate::calls::with_bearer(request, token).map_err(|e| anyhow!(e))?)
+            .create_role(with_bearer(request, token).map_err(|e| anyhow!(e))?)
             .await
             .map_err(|s| anyhow!("CreateRole: {s}"))?;
     }
@@ -235,9 +235,22 @@ pub async fn define_roles(
         };
         let mut admin = admin.clone();
         admin
-            .assign_role(crate::calls::with_bearer(request, token).map_err(|e| anyhow!(e))?)
+            .assign_role(with_bearer(request, token).map_err(|e| anyhow!(e))?)
             .await
             .map_err(|s| anyhow!("AssignRole: {s}"))?;
     }
     Ok(())
+}
+
+/// AdminService over one of the bench's connections.
+pub type Admin = authd::grpc::pb::admin_service_client::AdminServiceClient<Channel>;
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "BAD_TOKEN".to_owned())?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }

@@ -297,7 +297,7 @@ impl Fixtures {
         }
         self.users(TOKEN_USERS).await?;
         let token = self.admin_token().await?;
-        let admin = calls::Admin::new(channels[0].clone());
+        let admin = fixtures::Admin::new(channels[0].clone());
         eprintln!(
             "  defining {} roles with {} permissions",
             options.roles, options.permissions
@@ -514,7 +514,7 @@ async fn run_scenario(
                 .enumerate()
                 .map(|(w, pair)| calls::ResetPassword {
                     clients: auth.clone(),
-                    admin: calls::Admin::new(channels[w % channels.len()].clone()),
+                    admin: fixtures::Admin::new(channels[w % channels.len()].clone()),
                     admin_token: admin_token.clone(),
                     user_ids: [pair[0].1.clone(), pair[pair.len() - 1].1.clone()],
                     turn: 0,
