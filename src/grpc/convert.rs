@@ -5,7 +5,7 @@ use prost_types::Timestamp;
 use super::pb;
 use crate::domain::{
     accounts::IssuedTokens,
-    hot::Principal,
+    hot::{Principal, RevocationEvent, RevocationKind},
     model::{ApiKey, AuditRecord, Session, User},
     DomainError,
 };
@@ -106,5 +106,25 @@ pub fn validated(principal: &Principal) -> pb::ValidateTokenResponse {
         session_id: principal.session_id().to_owned(),
         expires_at: principal.expires_at().map(timestamp_secs),
         issued_at: Some(timestamp_secs(principal.issued_at())),
+    }
+}
+
+pub fn revocation_event(event: RevocationEvent) -> pb::RevocationEvent {
+    use pb::revocation_event::Kind;
+    let kind = match event.kind {
+        RevocationKind::SessionEnded => Kind::SessionEnded,
+        RevocationKind::UserDisabled => Kind::UserDisabled,
+        RevocationKind::UserDeleted => Kind::UserDeleted,
+        RevocationKind::UserRolesChanged => Kind::UserRolesChanged,
+        RevocationKind::RoleChanged => Kind::RoleChanged,
+        RevocationKind::ApiKeyRevoked => Kind::ApiKeyRevoked,
+        RevocationKind::SigningKeysChanged => Kind::SigningKeysChanged,
+        RevocationKind::SnapshotComplete => Kind::SnapshotComplete,
+    };
+    pb::RevocationEvent {
+        cursor: event.cursor.to_string(),
+        kind: kind as i32,
+        subject_id: event.subject_id,
+        occurred_at: Some(timestamp_ms(event.occurred_at_ms)),
     }
 }

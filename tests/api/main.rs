@@ -38,6 +38,7 @@ mod python_client;
 mod reflection;
 mod retention;
 mod revocation;
+mod revocation_stream;
 mod secret_logs;
 mod secrets_at_rest;
 mod sessions;
