@@ -122,7 +122,10 @@ async fn checks(args: &Args) {
     let (token, _) = login(&mut authd).await;
     // The first checks may ask authd (a token issued right after the stream began).
     for _ in 0..100 {
-        verifier.verify(&token).await.unwrap_or_else(|r| panic!("{r}"));
+        verifier
+            .verify(&token)
+            .await
+            .unwrap_or_else(|r| panic!("{r}"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let until = Instant::now() + Duration::from_secs(args.seconds);
@@ -154,7 +157,10 @@ async fn logout(args: &Args) {
     for _ in 0..args.runs {
         let (access, refresh) = login(&mut authd).await;
         // Seen once (authd may be asked: issued moments after the stream began).
-        verifier.verify(&access).await.unwrap_or_else(|r| panic!("{r}"));
+        verifier
+            .verify(&access)
+            .await
+            .unwrap_or_else(|r| panic!("{r}"));
         let started = Instant::now();
         authd
             .logout(LogoutRequest {

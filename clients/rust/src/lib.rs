@@ -36,6 +36,7 @@ mod identity;
 mod keys;
 mod layer;
 mod revocations;
+mod state;
 mod stream;
 mod verifier;
 

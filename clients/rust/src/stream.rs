@@ -14,7 +14,7 @@ use tonic::Code;
 
 use crate::{
     pb::{revocation_event::Kind, RevocationEvent, WatchRevocationsRequest},
-    verifier::{now_ms, Inner},
+    state::{now_ms, Inner},
 };
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);

@@ -3,11 +3,8 @@
 //! decision. The revocation stream (`stream.rs`) keeps the local answer fresh.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
-        Arc,
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -20,8 +17,9 @@ use crate::{
     error::{ConnectError, Refusal},
     identity::{Credential, Decided, Identity},
     keys::{KeySet, TokenRules, Unverified, Verified},
-    pb::{auth_service_client::AuthServiceClient, GetJwksRequest, ValidateTokenRequest},
+    pb::{auth_service_client::AuthServiceClient, ValidateTokenRequest},
     revocations::{Facts, Judgement, Revocations, AMBIGUITY_MS},
+    state::{now_ms, Inner, StreamHealth},
 };
 
 /// Anything longer is refused before parsing (authd's own bound).
@@ -47,78 +45,6 @@ pub struct VerifierBuilder {
     max_token_lifetime: Duration,
     cache_capacity: usize,
     jwks_refresh: Duration,
-}
-
-pub(crate) struct Inner {
-    pub authd: AuthServiceClient<Channel>,
-    jwks_url: Option<String>,
-    http: reqwest::Client,
-    rules: TokenRules,
-    pub keys: ArcSwap<KeySet>,
-    /// One refetch of the keys at a time, and when the last one was (ms).
-    refetching: Mutex<i64>,
-    pub revocations: Revocations,
-    pub decisions: Decisions,
-    pub health: StreamHealth,
-    max_stream_outage_ms: i64,
-    pub max_token_lifetime_ms: i64,
-    pub jwks_refresh: Duration,
-    stop: CancellationToken,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Whether the revocation stream is followed, and since when.
-#[derive(Default)]
-pub(crate) struct StreamHealth {
-    up: AtomicBool,
-    /// When the stream went down (ms); 0 before it was ever up.
-    down_since_ms: AtomicI64,
-    /// Tokens issued before this (ms) were not covered by the stream: when the
-    /// current run of it started. `i64::MAX` before the first snapshot.
-    covers_from_ms: AtomicI64,
-}
-
-impl StreamHealth {
-    pub fn new() -> Self {
-        StreamHealth {
-            covers_from_ms: AtomicI64::new(i64::MAX),
-            ..Default::default()
-        }
-    }
-
-    pub fn up(&self) {
-        self.up.store(true, Ordering::Release);
-    }
-
-    pub fn down(&self, now_ms: i64) {
-        if self.up.swap(false, Ordering::AcqRel) {
-            self.down_since_ms.store(now_ms, Ordering::Release);
-        }
-    }
-
-    /// A new run of the stream (with a snapshot) covers tokens issued from here.
-    pub fn covers_from(&self, at_ms: i64) {
-        self.covers_from_ms.store(at_ms, Ordering::Release);
-    }
-
-    fn trusted(&self, now_ms: i64, max_outage_ms: i64) -> bool {
-        self.up.load(Ordering::Acquire)
-            || (self.covers_from_ms.load(Ordering::Acquire) != i64::MAX
-                && now_ms.saturating_sub(self.down_since_ms.load(Ordering::Acquire))
-                    < max_outage_ms)
-    }
-}
-
-/// The wall clock in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Verifier {
@@ -419,57 +345,5 @@ impl VerifierBuilder {
             inner.stop.clone(),
         ));
         Ok(Verifier { inner })
-    }
-}
-
-impl Inner {
-    async fn fetch_keys(&self) -> Result<KeySet, String> {
-        let json = match &self.jwks_url {
-            Some(url) => {
-                let response = self
-                    .http
-                    .get(url)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .map_err(|e| format!("GET {url}: {e}"))?;
-                if !response.status().is_success() {
-                    return Err(format!("GET {url}: {}", response.status()));
-                }
-                response
-                    .text()
-                    .await
-                    .map_err(|e| format!("GET {url}: {e}"))?
-            }
-            None => {
-                self.authd
-                    .clone()
-                    .get_jwks(GetJwksRequest {})
-                    .await
-                    .map_err(|status| format!("GetJwks: {}", status.message()))?
-                    .into_inner()
-                    .jwks_json
-            }
-        };
-        KeySet::parse(&json)
-    }
-
-    /// Fetches the JWK Set again unless it was within `min_interval`; a failure
-    /// keeps the keys held (logged).
-    pub async fn refetch_keys(&self, min_interval: Duration) {
-        let mut last = self.refetching.lock().await;
-        let now = now_ms();
-        if now.saturating_sub(*last) < i64::try_from(min_interval.as_millis()).unwrap_or(i64::MAX) {
-            return;
-        }
-        *last = now;
-        match self.fetch_keys().await {
-            Ok(keys) => {
-                self.keys.store(Arc::new(keys));
-                // Decisions of a kid withdrawn meanwhile are judged again.
-                self.revocations.bump();
-            }
-            Err(err) => tracing::warn!(error = %err, "could not fetch authd's JWK Set"),
-        }
     }
 }
