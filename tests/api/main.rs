@@ -26,6 +26,7 @@ mod cli;
 mod connections;
 mod cookbook;
 mod examples;
+mod ext_authz;
 mod limits;
 mod metrics;
 mod normalisation;

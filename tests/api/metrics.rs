@@ -15,7 +15,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use crate::helpers::{eventually, TestApp, TestDb};
 
 /// One `/metrics` body.
-struct Scrape(String);
+pub struct Scrape(pub String);
 
 /// One sample line: `name{labels} value`.
 struct Sample {
@@ -25,7 +25,7 @@ struct Sample {
 }
 
 impl Scrape {
-    async fn of(app: &TestApp) -> Scrape {
+    pub async fn of(app: &TestApp) -> Scrape {
         let response = reqwest::get(format!("http://{}/metrics", app.http_addr()))
             .await
             .expect("GET /metrics");
@@ -50,7 +50,7 @@ impl Scrape {
     }
 
     /// [`Scrape::value`], 0 when absent (a counter not yet incremented).
-    fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or(0.0)
     }
 
