@@ -41,6 +41,9 @@ pub enum Action {
     DisableTotp,
     VerifyMfa,
     ResetMfa,
+    CreateRole,
+    UpdateRole,
+    DeleteRole,
 }
 
 impl Action {
@@ -73,6 +76,9 @@ impl Action {
             Action::DisableTotp => "disable_totp",
             Action::VerifyMfa => "verify_mfa",
             Action::ResetMfa => "reset_mfa",
+            Action::CreateRole => "create_role",
+            Action::UpdateRole => "update_role",
+            Action::DeleteRole => "delete_role",
         }
     }
 }
@@ -89,6 +95,8 @@ pub enum Outcome {
     RefusedLastAdmin,
     /// The right password of an account with TOTP: a code is needed next.
     MfaRequired,
+    /// Refused: it would have granted a role or permission the caller lacks.
+    RefusedEscalation,
 }
 
 impl Outcome {
@@ -102,6 +110,7 @@ impl Outcome {
             Outcome::SessionEnded => "session_ended",
             Outcome::RefusedLastAdmin => "refused_last_admin",
             Outcome::MfaRequired => "mfa_required",
+            Outcome::RefusedEscalation => "refused_escalation",
         }
     }
 }

@@ -2,13 +2,13 @@
 //! Knows neither protobuf nor tonic; talks to the database only through `store`.
 //!
 //! Two paths with opposite needs (see DESIGN.md):
-//! - [`hot`]: `ValidateToken` and `CheckRole`, from memory, behind one owner,
+//! - [`hot`]: `ValidateToken`, `CheckRole` and `CheckPermission`, from memory, behind one owner,
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
 //!   administration and who may do it), [`api_keys::ApiKeys`], [`recovery::Recovery`]
 //!   (password-reset and email-verification tokens), [`audit_trail::AuditTrail`]
-//!   (reading the audit trail). They write to the
+//!   (reading the audit trail), [`roles::Roles`] (the role graph). They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -27,6 +27,7 @@ pub mod paging;
 pub mod passwords;
 pub mod recovery;
 pub mod retention;
+pub mod roles;
 pub mod sealing;
 pub mod secrets;
 pub mod sessions;
@@ -41,7 +42,7 @@ pub use error::{DomainError, DomainResult};
 
 use self::{
     accounts::Accounts, admin::Admin, api_keys::ApiKeys, audit_trail::AuditTrail, context::Context,
-    hot::HotPath, passwords::PasswordHasher, recovery::Recovery, sessions::Sessions,
+    hot::HotPath, passwords::PasswordHasher, recovery::Recovery, roles::Roles, sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -73,6 +74,7 @@ pub struct Domain {
     pub api_keys: ApiKeys,
     pub audit: AuditTrail,
     pub recovery: Recovery,
+    pub roles: Roles,
     context: Arc<Context>,
 }
 
@@ -92,6 +94,7 @@ impl Domain {
             api_keys: ApiKeys::new(context.clone()),
             audit: AuditTrail::new(context.clone()),
             recovery: Recovery::new(context.clone()),
+            roles: Roles::new(context.clone()),
             sessions,
             hot,
             context,

@@ -306,16 +306,87 @@ async fn a_route_that_needs_a_role_is_403_without_it(app: TestApp) {
 }
 
 async fn a_route_that_needs_a_permission_is_403_without_it(app: TestApp) {
-    app.register("alice").await;
+    let alice = app.register("alice").await;
     let tokens = app.login("alice").await;
     let envoy = Envoy::of(&app).await;
+    let publish = [("authd_permission", "articles.publish")];
+
+    assert_forbidden(
+        &envoy.bearer(&tokens.access_token, &publish).await,
+        "articles.publish",
+    );
+    let admin = app.admin().await;
+    admin
+        .create_role("publisher", &["editor"], &["articles.publish"])
+        .await
+        .expect("create role");
+    admin
+        .assign_role(&alice.id, "publisher")
+        .await
+        .expect("assign");
+    // At once, with the role's own permission and what it includes.
+    let headers = allowed(&envoy.bearer(&tokens.access_token, &publish).await);
+    assert!(
+        headers["x-authd-roles"]
+            .split(',')
+            .any(|r| r == "publisher"),
+        "{headers:?}"
+    );
+    allowed(
+        &envoy
+            .bearer(
+                &tokens.access_token,
+                &[
+                    ("authd_role", "editor"),
+                    ("authd_permission", "articles.publish"),
+                ],
+            )
+            .await,
+    );
+    // Both requirements must hold.
     assert_forbidden(
         &envoy
             .bearer(
                 &tokens.access_token,
-                &[("authd_permission", "articles.publish")],
+                &[
+                    ("authd_role", "admin"),
+                    ("authd_permission", "articles.publish"),
+                ],
             )
             .await,
+        "admin",
+    );
+    assert_forbidden(
+        &envoy
+            .bearer(
+                &tokens.access_token,
+                &[("authd_permission", "articles.delete")],
+            )
+            .await,
+        "articles.delete",
+    );
+    assert_forbidden(
+        &envoy
+            .bearer(&tokens.access_token, &[("authd_permission", "")])
+            .await,
+        "permission",
+    );
+    // The admin holds every permission, custom ones included.
+    allowed(&envoy.bearer(&admin.tokens.access_token, &publish).await);
+    // An API key holds its roles' permissions.
+    let key = admin
+        .create_api_key("publishing-bot", &["publisher"], 0)
+        .await
+        .expect("create key")
+        .api_key;
+    allowed(&envoy.bearer(&key, &publish).await);
+
+    admin
+        .revoke_role(&alice.id, "publisher")
+        .await
+        .expect("revoke");
+    assert_forbidden(
+        &envoy.bearer(&tokens.access_token, &publish).await,
         "articles.publish",
     );
 }

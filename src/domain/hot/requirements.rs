@@ -26,11 +26,11 @@ impl Requirements<'_> {
             }
         }
         if let Some(permission) = self.permission {
-            // Permissions as data (issue 18) are not on this branch yet: until they
-            // are, a route that needs one is refused rather than let through.
-            return Err(DomainError::PermissionDenied(format!(
-                "this route needs the permission {permission:?}"
-            )));
+            if permission.is_empty() || !principal.has_permission(permission) {
+                return Err(DomainError::PermissionDenied(format!(
+                    "this route needs the permission {permission:?}"
+                )));
+            }
         }
         Ok(())
     }
