@@ -36,6 +36,7 @@ mod password_change;
 mod password_reset;
 mod production;
 mod python_client;
+mod python_package;
 mod reflection;
 mod retention;
 mod revocation;
