@@ -133,10 +133,14 @@ class Verifier:
             return local
         if not token.startswith(API_KEY_PREFIX) and self._unknown_kid(token):
             # Another key may have been rotated in a moment ago.
-            self._refresh_keys(force=False)
-            local = self.verify_local(token, need_permissions=need_permissions)
-            if local is not None:
-                return local
+            try:
+                self._refresh_keys(force=False)
+            except Unavailable as err:
+                log.warning("authd: %s", err)
+            else:
+                local = self.verify_local(token, need_permissions=need_permissions)
+                if local is not None:
+                    return local
         return self._ask_authd(token)
 
     def verify_local(self, token: str, *, need_permissions: bool = False) -> Optional[Principal]:
