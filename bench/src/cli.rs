@@ -67,6 +67,17 @@ pub struct Options {
     #[arg(long, default_value = "user")]
     pub role: String,
 
+    /// Define this many roles before the hot scenarios (as an admin the bench makes
+    /// with `authd user create`; needs a server the bench starts), carrying
+    /// --permissions among them, in chains of four; the token users hold the top of
+    /// the first chain (four roles, their permissions). `check-permission` needs it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub roles: u32,
+
+    /// Permissions spread evenly over --roles.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub permissions: u32,
+
     /// Open loop: start this many calls per second whatever the latency, with at most
     /// --concurrency in flight. In `mixed`, the fixed rate of the validate stream
     /// (default 1000/s there).
@@ -180,6 +191,9 @@ pub enum Scenario {
     Validate,
     /// CheckRole(--role) over --tokens distinct live tokens.
     CheckRole,
+    /// CheckPermission over --tokens distinct live tokens, for a permission of the
+    /// deepest role the token users hold through the graph (needs --roles).
+    CheckPermission,
     /// Envoy's ext_authz Check of a typical request over --tokens distinct live
     /// tokens, on a route that needs --role.
     ExtAuthz,
@@ -214,6 +228,7 @@ impl Scenario {
             Scenario::Health => "health",
             Scenario::Validate => "validate",
             Scenario::CheckRole => "check-role",
+            Scenario::CheckPermission => "check-permission",
             Scenario::ExtAuthz => "ext-authz",
             Scenario::Login => "login",
             Scenario::Refresh => "refresh",
@@ -230,7 +245,11 @@ impl Scenario {
     pub fn needs_tokens(self) -> bool {
         matches!(
             self,
-            Scenario::Validate | Scenario::CheckRole | Scenario::ExtAuthz | Scenario::Mixed
+            Scenario::Validate
+                | Scenario::CheckRole
+                | Scenario::CheckPermission
+                | Scenario::ExtAuthz
+                | Scenario::Mixed
         )
     }
 
@@ -240,7 +259,11 @@ impl Scenario {
     pub fn is_hot(self) -> bool {
         matches!(
             self,
-            Scenario::Health | Scenario::Validate | Scenario::CheckRole | Scenario::ExtAuthz
+            Scenario::Health
+                | Scenario::Validate
+                | Scenario::CheckRole
+                | Scenario::CheckPermission
+                | Scenario::ExtAuthz
         )
     }
 

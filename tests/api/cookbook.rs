@@ -14,7 +14,7 @@ pub(crate) fn sh_blocks(heading: &str) -> Vec<String> {
     let readme = include_str!("../../README.md");
     let start = readme.find(heading).expect("the README section");
     let section = &readme[start + heading.len()..];
-    let end = section.find("\n#").unwrap_or(section.len());
+    let end = section.find("\n##").unwrap_or(section.len());
     let mut blocks = Vec::new();
     let mut rest = &section[..end];
     while let Some(open) = rest.find("```sh\n") {
@@ -134,3 +134,52 @@ async fn the_readmes_lifecycle_flows_run_as_written(app: TestApp) {
 }
 
 on_both_databases!(the_readmes_lifecycle_flows_run_as_written);
+
+const ROLES_SECTION: &str = "### Roles and permissions";
+
+/// Runs `script` with bash against `app`, with `env`; answers (stdout, stderr).
+async fn run_script(app: &TestApp, script: &str, env: &[(&str, &str)]) -> (String, String) {
+    let script = script.replace("localhost:50051", &app.addr().to_string());
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run bash");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+async fn the_readmes_roles_flow_runs_as_written(app: TestApp) {
+    if !grpcurl_installed() {
+        eprintln!("skipped: grpcurl is not installed");
+        return;
+    }
+    let blocks = sh_blocks(ROLES_SECTION);
+    assert_eq!(blocks.len(), 3, "define, scoped key, check");
+    let admin = app.admin().await;
+    let admin_token = admin.tokens.access_token.clone();
+    let alice = app.register("alice").await;
+    let (defined, _) = run_script(&app, &blocks[0], &[("ADMIN_TOKEN", &admin_token)]).await;
+    assert!(defined.contains("billing.refund"), "{defined}");
+    admin
+        .assign_role(&alice.id, "support")
+        .await
+        .expect("assign");
+    let user_token = app.login("alice").await.access_token;
+
+    let (_, refused) = run_script(&app, &blocks[1], &[("ADMIN_TOKEN", &admin_token)]).await;
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+    assert!(refused.contains("authd.users.write"), "{refused}");
+
+    let (checked, _) = run_script(&app, &blocks[2], &[("USER_TOKEN", &user_token)]).await;
+    let answer: serde_json::Value = serde_json::from_str(&checked).expect("JSON");
+    assert_eq!(answer["allowed"], true, "{checked}");
+    assert_eq!(answer["userId"], alice.id.as_str());
+}
+
+on_both_databases!(the_readmes_roles_flow_runs_as_written);
