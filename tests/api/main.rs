@@ -52,3 +52,4 @@ mod tokens;
 mod totp;
 mod traces;
 mod user_admin;
+mod verifier;

@@ -15,7 +15,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use crate::helpers::{eventually, TestApp, TestDb};
 
 /// One `/metrics` body.
-pub struct Scrape(pub String);
+pub(crate) struct Scrape(pub(crate) String);
 
 /// One sample line: `name{labels} value`.
 struct Sample {
@@ -25,8 +25,13 @@ struct Sample {
 }
 
 impl Scrape {
-    pub async fn of(app: &TestApp) -> Scrape {
-        let response = reqwest::get(format!("http://{}/metrics", app.http_addr()))
+    pub(crate) async fn of(app: &TestApp) -> Scrape {
+        Scrape::at(app.http_addr()).await
+    }
+
+    /// The metrics of the server whose HTTP listener is at `http_addr`.
+    pub(crate) async fn at(http_addr: std::net::SocketAddr) -> Scrape {
+        let response = reqwest::get(format!("http://{http_addr}/metrics"))
             .await
             .expect("GET /metrics");
         assert!(response.status().is_success(), "{response:?}");
@@ -50,7 +55,7 @@ impl Scrape {
     }
 
     /// [`Scrape::value`], 0 when absent (a counter not yet incremented).
-    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or(0.0)
     }
 
