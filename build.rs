@@ -1,5 +1,7 @@
 //! Compiles the proto contract with protox (no system protoc needed) and writes the
-//! file descriptor set that gRPC reflection serves.
+//! file descriptor sets that gRPC reflection serves: ours, and Envoy's external
+//! authorization API (`proto/vendor`, whose Rust types come from `envoy-types`, so
+//! only its descriptors are made here).
 
 use std::{env, path::PathBuf};
 
@@ -12,6 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         out_dir.join("authd_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
+    )?;
+    let envoy = protox::compile(
+        ["envoy/service/auth/v3/external_auth.proto"],
+        ["proto/vendor"],
+    )?;
+    std::fs::write(
+        out_dir.join("envoy_ext_authz_descriptor.bin"),
+        prost::Message::encode_to_vec(&envoy),
     )?;
 
     tonic_prost_build::configure()

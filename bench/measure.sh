@@ -56,6 +56,8 @@ run validate-1 --scenario health,validate --tokens 1
 # The ratios move by 10 points from run to run on a shared VM: two more passes.
 run ratios-2 --scenario health,validate,check-role --tokens 1000
 run ratios-3 --scenario health,validate,check-role --tokens 1000
+# Envoy's ext_authz Check beside ValidateToken (issue 20: "at the speed of ValidateToken").
+run ext-authz --scenario validate,ext-authz --tokens 1000 --half-rate
 # The same hot calls through tonic's clients, on the same kind of server: the generator
 # is the limit there (gen% ~99); kept to show the difference, not for the figures.
 run tonic-client --scenario health,validate --tokens 1000 --client tonic

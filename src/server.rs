@@ -1,8 +1,8 @@
 //! Builds the application state once and serves it: gRPC (AuthService,
-//! AdminService, health, reflection) and HTTP (JWKS, metrics), over TLS when it is
-//! configured, and health alone in plaintext on `AUTHD_HEALTH_LISTEN`, until
-//! `shutdown`. Connections on all of them are accepted and bounded by
-//! [`crate::listen`].
+//! AdminService, Envoy's ext_authz, health, reflection) and HTTP (JWKS, metrics),
+//! over TLS when it is configured, and health alone in plaintext on
+//! `AUTHD_HEALTH_LISTEN`, until `shutdown`. Connections on all of them are accepted
+//! and bounded by [`crate::listen`].
 //!
 //! `main` and the integration tests both call [`run`], so the tests exercise the
 //! same wiring as production.
@@ -25,6 +25,8 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tower::{Layer as _, ServiceBuilder};
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+
 use crate::{
     clock::Clock,
     config::ServeConfig,
@@ -35,6 +37,7 @@ use crate::{
         auth_service::AuthApi,
         authenticate::AuthenticateLayer,
         end_on_drain::EndOnDrainLayer,
+        ext_authz::ExtAuthzApi,
         message_limit::MessageLimitLayer,
         metrics::GrpcMetricsLayer,
         observe::ObserveLayer,
@@ -49,6 +52,7 @@ use crate::{
 /// The health service name that reports the process alone, for liveness probes.
 pub const LIVENESS: &str = "liveness";
 const AUTH_SERVICE: &str = "auth.v1.AuthService";
+const EXT_AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 /// How long shutdown waits for the pruner to finish its batch and release its lease.
 const PRUNER_STOP: Duration = Duration::from_secs(5);
 
@@ -137,6 +141,7 @@ pub async fn run_with_clock(
     let routes = StartingRoutes::new(starting.routes().prepare());
     let served = [
         grpc::FILE_DESCRIPTOR_SET,
+        grpc::ENVOY_EXT_AUTHZ_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
@@ -273,6 +278,12 @@ fn grpc_routes(
                 AdminServiceServer::new(AdminApi::new(domain.clone()))
                     .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
             ),
+        )
+        // Envoy's ext_authz: its caller is the proxy, which has no credentials of
+        // its own; the credential it asks about is in the message.
+        .add_service(
+            AuthorizationServer::new(ExtAuthzApi::new(domain.hot.clone()))
+                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
         );
     Ok(routes.routes().prepare())
 }
@@ -404,14 +415,17 @@ async fn follow_readiness(
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(grpc::ENVOY_EXT_AUTHZ_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Readiness: the default service name and AuthService's.
+/// Readiness: the default service name, AuthService's and ext_authz's (for an
+/// Envoy cluster whose gRPC health check names the service).
 async fn set_readiness(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status(AUTH_SERVICE, status).await;
+    health.set_service_status(EXT_AUTHZ_SERVICE, status).await;
 }
 
 /// Writes API-key use to the database in batches, off the hot path.

@@ -18,7 +18,10 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
 use crate::{
+    envoy,
     fixtures::{self, login_request, register_request, with_bearer, Admin},
     load::{outcome, Caller},
 };
@@ -101,6 +104,24 @@ impl Caller for Validate {
             token: self.tokens.next(),
         };
         async move { outcome(client.validate_token(request).await).map(|_| ()) }
+    }
+}
+
+/// Envoy's ext_authz Check, through the client generated from Envoy's protos.
+pub struct ExtAuthz {
+    pub clients: RoundRobin<AuthorizationClient<Channel>>,
+    pub tokens: Tokens,
+    pub role: String,
+}
+
+impl Caller for ExtAuthz {
+    fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        let mut client = self.clients.pick();
+        let request = envoy::check_request(&self.tokens.next(), &self.role);
+        async move {
+            let answer = outcome(client.check(request).await)?;
+            envoy::allowed(answer.get_ref()).map_err(str::to_owned)
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use clap::{builder::TypedValueParser as _, Parser, ValueEnum};
 )]
 pub struct Options {
     /// Scenarios to run one after another against the same server (comma-separated).
-    /// Ratios (validate/health, check-role/health, login/hash) are printed when both
+    /// Ratios (validate/health, check-role/health, ext-authz/validate, login/hash) are printed when both
     /// sides ran in the same invocation.
     #[arg(
         long,
@@ -31,7 +31,7 @@ pub struct Options {
 
     /// Requests in flight at once (closed loop: one worker per request in flight). In
     /// `mixed`, the login storm's workers. Default: 64 for the hot scenarios
-    /// (`health`, `validate`, `check-role`), enough to keep one server core busy; 32
+    /// (`health`, `validate`, `check-role`, `ext-authz`), enough to keep one server core busy; 32
     /// for the others.
     #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,
@@ -57,12 +57,13 @@ pub struct Options {
     #[arg(long, value_enum, default_value = "h2")]
     pub client: Client,
 
-    /// Distinct live access tokens for `validate`, `check-role` and `mixed`, created by
+    /// Distinct live access tokens for `validate`, `check-role`, `ext-authz` and `mixed`, created by
     /// that many logins spread over up to 20 users.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub tokens: u32,
 
-    /// The role asked for in `check-role` (registered users hold `user`).
+    /// The role asked for in `check-role`, and the `authd_role` of `ext-authz`'s route
+    /// (registered users hold `user`).
     #[arg(long, default_value = "user")]
     pub role: String,
 
@@ -83,7 +84,7 @@ pub struct Options {
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
 
-    /// After each closed-loop `health`, `validate` or `check-role` run, run it again
+    /// After each closed-loop `health`, `validate`, `check-role` or `ext-authz` run, run it again
     /// open-loop at half the rate just measured, with up to 256 in flight (the issue's
     /// "p99 at half the maximum rate").
     #[arg(long)]
@@ -193,6 +194,9 @@ pub enum Scenario {
     /// CheckPermission over --tokens distinct live tokens, for a permission of the
     /// deepest role the token users hold through the graph (needs --roles).
     CheckPermission,
+    /// Envoy's ext_authz Check of a typical request over --tokens distinct live
+    /// tokens, on a route that needs --role.
+    ExtAuthz,
     /// Login (a new session each time) round-robin over 20 users.
     Login,
     /// Each worker refreshes its own session, spending each new refresh token in turn.
@@ -225,6 +229,7 @@ impl Scenario {
             Scenario::Validate => "validate",
             Scenario::CheckRole => "check-role",
             Scenario::CheckPermission => "check-permission",
+            Scenario::ExtAuthz => "ext-authz",
             Scenario::Login => "login",
             Scenario::Refresh => "refresh",
             Scenario::Register => "register",
@@ -240,7 +245,11 @@ impl Scenario {
     pub fn needs_tokens(self) -> bool {
         matches!(
             self,
-            Scenario::Validate | Scenario::CheckRole | Scenario::CheckPermission | Scenario::Mixed
+            Scenario::Validate
+                | Scenario::CheckRole
+                | Scenario::CheckPermission
+                | Scenario::ExtAuthz
+                | Scenario::Mixed
         )
     }
 
@@ -250,7 +259,11 @@ impl Scenario {
     pub fn is_hot(self) -> bool {
         matches!(
             self,
-            Scenario::Health | Scenario::Validate | Scenario::CheckRole | Scenario::CheckPermission
+            Scenario::Health
+                | Scenario::Validate
+                | Scenario::CheckRole
+                | Scenario::CheckPermission
+                | Scenario::ExtAuthz
         )
     }
 

@@ -1,5 +1,5 @@
 //! The cheap generator for the hot scenarios (`health`, `validate`, `check-role`,
-//! and `mixed`'s validate stream): unary gRPC calls sent with the `h2` crate
+//! `ext-authz`, and `mixed`'s validate stream): unary gRPC calls sent with the `h2` crate
 //! directly, without tonic's client stack (tower buffer, hyper's dispatch channel,
 //! per-call encoding and decoding into owned messages).
 //!
@@ -26,6 +26,7 @@ use tokio::{net::TcpStream, task::JoinHandle};
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckResponse};
 
 use crate::{
+    envoy,
     load::Caller,
     wire::{decode_frame, encode_frame, grpc_status},
 };
@@ -152,6 +153,13 @@ impl Bodies {
                 token: token.to_owned(),
             }),
             check: non_empty,
+        }
+    }
+
+    pub fn ext_authz(tokens: &[String], role: &str) -> Bodies {
+        Bodies {
+            frames: frames(tokens, |token| envoy::check_request(token, role)),
+            check: envoy::allowed_message,
         }
     }
 

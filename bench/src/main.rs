@@ -6,6 +6,7 @@
 mod affinity;
 mod calls;
 mod cli;
+mod envoy;
 mod fixtures;
 mod h2grpc;
 mod hash;

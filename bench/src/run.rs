@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
 use authd::grpc::pb::auth_service_client::AuthServiceClient;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -13,6 +14,7 @@ use crate::{
     affinity::{format_cpu_list, Pinning},
     calls::{self, RoundRobin, Tokens},
     cli::{Client, Options, Scenario},
+    envoy,
     fixtures::{self, TOKEN_USERS},
     h2grpc::{self, Bodies, CHECK_PERMISSION, CHECK_ROLE, HEALTH_CHECK, VALIDATE_TOKEN},
     hash,
@@ -437,6 +439,20 @@ async fn run_scenario(
             let make = |w| raw.caller(w, CHECK_ROLE, &bodies);
             drive(name, make, &plan, &mut context).await
         }
+        (Scenario::ExtAuthz, Some(raw)) => {
+            let bodies = Bodies::ext_authz(&tokens, &options.role);
+            let make = |w| raw.caller(w, envoy::CHECK, &bodies);
+            drive(name, make, &plan, &mut context).await
+        }
+        (Scenario::ExtAuthz, None) => {
+            let clients = RoundRobin::new(channels, AuthorizationClient::new);
+            let make = |w| calls::ExtAuthz {
+                clients: clients.clone(),
+                tokens: Tokens::new(tokens.clone(), w),
+                role: options.role.clone(),
+            };
+            drive(name, make, &plan, &mut context).await
+        }
         (Scenario::CheckRole, None) => {
             let make = |w| calls::CheckRole {
                 clients: auth.clone(),
@@ -636,7 +652,7 @@ async fn drive<C: Caller>(
     let row = measure(ctx, server_pid, run_loop(callers, options.rate, window)).await;
     let half = options.half_rate
         && options.rate.is_none()
-        && matches!(name, "health" | "validate" | "check-role");
+        && matches!(name, "health" | "validate" | "check-role" | "ext-authz");
     let rate = row.calls_per_s / 2.0;
     let mut rows = vec![row];
     if half && rate > 0.0 {

@@ -212,13 +212,19 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Status> {
     let value = value
         .to_str()
         .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
+    bearer(value).ok_or_else(|| {
+        Status::unauthenticated("the authorization metadata must be 'Bearer <access token>'")
+    })
+}
+
+/// The token of an `authorization` value `Bearer <token>`, the scheme in any case
+/// (RFC 9110 §11.1); `None` for any other scheme. Also reads the header of a
+/// request that a proxy asks about (`ext_authz.rs`).
+pub(super) fn bearer(value: &str) -> Option<&str> {
     value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
-        .ok_or_else(|| {
-            Status::unauthenticated("the authorization metadata must be 'Bearer <access token>'")
-        })
 }
 
 /// The caller the layer authorised for this request.

@@ -8,6 +8,7 @@ pub mod auth_service;
 pub mod authenticate;
 mod convert;
 pub mod end_on_drain;
+pub mod ext_authz;
 pub mod message_limit;
 mod methods;
 pub mod metrics;
@@ -24,6 +25,11 @@ pub mod pb {
 
 /// The encoded descriptors of our protos, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
+
+/// The encoded descriptors of Envoy's external authorization API (`proto/vendor`),
+/// served by reflection beside ours.
+pub const ENVOY_EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("envoy_ext_authz_descriptor");
 
 /// Request metadata (all headers together) larger than this is refused.
 /// Where a call comes from, from what the listener put in its extensions: the

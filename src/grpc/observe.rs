@@ -22,9 +22,10 @@ use super::{
 };
 
 /// Methods called on every request of every service: logged at debug, not info.
-const HOT_METHODS: [&str; 3] = [
+const HOT_METHODS: [&str; 4] = [
     "auth.v1.AuthService/ValidateToken",
     "auth.v1.AuthService/CheckRole",
+    "envoy.service.auth.v3.Authorization/Check",
     "grpc.health.v1.Health/Check",
 ];
 
@@ -179,6 +180,7 @@ mod tests {
     fn methods_come_from_the_descriptor_sets_and_the_rest_is_unknown() {
         let table = method_table(&[
             crate::grpc::FILE_DESCRIPTOR_SET,
+            crate::grpc::ENVOY_EXT_AUTHZ_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             b"not a descriptor set",
         ]);
@@ -189,6 +191,9 @@ mod tests {
         assert_eq!(list.name, "auth.v1.AdminService/ListUsers");
         assert!(!list.hot);
         assert!(table.get("/grpc.health.v1.Health/Check").hot);
+        let check = table.get("/envoy.service.auth.v3.Authorization/Check");
+        assert_eq!(check.name, "envoy.service.auth.v3.Authorization/Check");
+        assert!(check.hot);
         assert_eq!(table.get("/auth.v1.AuthService/Nope").name, "unknown");
         assert_eq!(table.get("/../../etc/passwd").name, "unknown");
     }

@@ -15,7 +15,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use crate::helpers::{eventually, TestApp, TestDb};
 
 /// One `/metrics` body.
-pub(crate) struct Scrape(String);
+pub(crate) struct Scrape(pub(crate) String);
 
 /// One sample line: `name{labels} value`.
 struct Sample {
@@ -25,7 +25,7 @@ struct Sample {
 }
 
 impl Scrape {
-    async fn of(app: &TestApp) -> Scrape {
+    pub(crate) async fn of(app: &TestApp) -> Scrape {
         Scrape::at(app.http_addr()).await
     }
 

@@ -1,33 +1,19 @@
 //! `examples/python/client.py` against a real authd: it must register, log in, validate,
 //! check a role and verify the token locally from the JWKS, and exit 0. Skipped (with a
-//! note) where python3 lacks the packages in `examples/python/requirements.txt`.
+//! note) where python3 is missing, outside CI (see `helpers::python_with`).
 
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{python_with, TestApp, TestDb};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
 
 pub async fn python_has_the_requirements() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools, jwt"])
-        .output()
-        .await;
-    match probe {
-        Ok(output) if output.status.success() => true,
-        Ok(output) => {
-            eprintln!(
-                "skipped: python3 lacks grpcio, grpcio-tools or PyJWT \
-                 (pip install -r examples/python/requirements.txt): {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-            false
-        }
-        Err(err) => {
-            eprintln!("skipped: cannot run python3: {err}");
-            false
-        }
-    }
+    python_with(
+        &["grpc", "grpc_tools", "jwt"],
+        "pip install -r examples/python/requirements.txt",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,7 @@ async fn reflection_lists_the_services_and_resolves_error_details() {
     for service in [
         "auth.v1.AuthService",
         "auth.v1.AdminService",
+        "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health",
     ] {
         assert!(
@@ -64,6 +65,28 @@ async fn reflection_lists_the_services_and_resolves_error_details() {
         file.package() == "google.rpc" && file.message_type.iter().any(|m| m.name() == "BadRequest")
     });
     assert!(defines_bad_request);
+
+    // Envoy's ext_authz is described too, with the messages it takes.
+    let MessageResponse::FileDescriptorResponse(files) = ask(
+        &app,
+        MessageRequest::FileContainingSymbol("envoy.service.auth.v3.Authorization".into()),
+    )
+    .await
+    else {
+        panic!("expected the file that defines envoy.service.auth.v3.Authorization");
+    };
+    let files: Vec<prost_types::FileDescriptorProto> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
+        })
+        .collect();
+    assert!(files
+        .iter()
+        .any(|file| file.package() == "envoy.service.auth.v3"
+            && file.service.iter().any(|s| s.name() == "Authorization")
+            && file.message_type.iter().any(|m| m.name() == "CheckRequest")));
 
     app.stop().await;
 }

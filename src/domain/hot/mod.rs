@@ -16,6 +16,7 @@ mod api_keys;
 mod feed;
 mod keys;
 mod principal;
+mod requirements;
 mod revocations;
 mod roles;
 mod tokens;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use super::signing_keys::SIGNING_ALGORITHM;
 pub use api_keys::{ApiKeyUse, KEY_SCHEME};
 pub use principal::{Principal, RoleCheck};
+pub use requirements::Requirements;
 pub use revocations::{Cursor, RevocationEvent, RevocationKind};
 pub use roles::{Grants, PermissionList, RoleCatalog, RoleList, ADMIN_ROLE};
 pub use tokens::{AccessGrant, MAX_TOKEN_BYTES};
@@ -228,6 +230,20 @@ impl HotPath {
             allowed: principal.has_permission(permission),
             principal,
         })
+    }
+
+    /// The holder of `token` if they meet a route's `requirements` now: what a proxy
+    /// asks before it lets a request through (Envoy's ext_authz). Bad credentials
+    /// are `InvalidToken`, as for [`HotPath::validate`]; an unmet requirement is
+    /// `PermissionDenied`.
+    pub async fn authorize(
+        &self,
+        token: &str,
+        requirements: Requirements<'_>,
+    ) -> DomainResult<Principal> {
+        let principal = self.validate(token).await?;
+        requirements.check(&principal)?;
+        Ok(principal)
     }
 
     /// The user as the views know it now (loading one registered on another replica
