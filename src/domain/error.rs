@@ -38,6 +38,10 @@ pub enum DomainError {
     Overloaded,
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
+    /// A service authd depends on for this call did not answer (an identity
+    /// provider's keys); the message says which, never a secret.
+    #[error("{0}")]
+    ProviderUnavailable(String),
     /// Anything unexpected; logged with a reference id, never shown in detail.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

@@ -32,7 +32,9 @@ impl From<DomainError> for Status {
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             DomainError::Overloaded => Status::resource_exhausted(message),
-            DomainError::Unavailable => Status::unavailable(message),
+            DomainError::Unavailable | DomainError::ProviderUnavailable(_) => {
+                Status::unavailable(message)
+            }
             DomainError::Internal(source) => {
                 let reference = uuid::Uuid::new_v4().simple().to_string();
                 let reference = &reference[..12];

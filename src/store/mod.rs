@@ -16,6 +16,7 @@ mod audit;
 mod changes;
 mod connect;
 mod error;
+mod identity_links;
 mod keys;
 mod locks;
 mod login_failures;
@@ -32,6 +33,7 @@ pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings, OpenError};
 pub use error::StoreError;
+pub use identity_links::{NewLink, Unlinking};
 pub use keys::KeyRevocation;
 pub use login_failures::LoginFailures;
 pub use mfa::{Confirmation, Enrolment};
@@ -44,7 +46,7 @@ pub use sessions::{
 };
 pub use users::{
     Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, UserWithRoles,
-    Withdrawal,
+    Withdrawal, NO_PASSWORD,
 };
 
 use std::{
