@@ -29,6 +29,7 @@ mod examples;
 mod limits;
 mod metrics;
 mod normalisation;
+mod oidc;
 mod operating;
 mod outage;
 mod password_change;

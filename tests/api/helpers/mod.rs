@@ -33,6 +33,7 @@
 
 mod clients;
 mod db;
+pub mod oidc_provider;
 mod server;
 
 use std::{future::Future, net::SocketAddr, ops::Deref, time::Duration};
