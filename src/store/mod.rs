@@ -33,7 +33,7 @@ pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings, OpenError};
 pub use error::StoreError;
-pub use identity_links::{NewLink, Unlinking};
+pub use identity_links::NewLink;
 pub use keys::KeyRevocation;
 pub use login_failures::LoginFailures;
 pub use mfa::{Confirmation, Enrolment};
@@ -45,8 +45,8 @@ pub use sessions::{
     SessionSummary,
 };
 pub use users::{
-    Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, UserWithRoles,
-    Withdrawal, NO_PASSWORD,
+    Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, Unlinking,
+    UserWithRoles, Withdrawal, NO_PASSWORD,
 };
 
 use std::{

@@ -16,7 +16,7 @@ use crate::{
         error::{DomainError, DomainResult},
         validation::{self, Email, FullName},
     },
-    store::{entities::user, ChangeKind, NewLink, NewUser, StoreError, NO_PASSWORD},
+    store::{entities::user, NewLink, NewUser, StoreError, NO_PASSWORD},
 };
 
 /// Rounds of matching before giving up: each lost race (an identity linked or a
@@ -240,23 +240,8 @@ impl Accounts {
             }
             Err(other) => return Err(other.into()),
         }
-        self.ctx.hot.apply(ChangeKind::User, &id).await;
         let detail = format!("roles={}; {}", roles.join(","), identity.detail());
-        self.ctx
-            .audit
-            .record(
-                caller,
-                Event::new(Action::Register, Outcome::Ok)
-                    .subject(&id)
-                    .detail(detail),
-            )
-            .await;
-        self.ctx
-            .store
-            .find_user(&id)
-            .await?
-            .map(|found| found.user)
-            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))
+        Ok(self.registered(caller, &id, detail).await?.user)
     }
 
     /// The derived username if it is free, else one with a random suffix.

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::store::{
     entities::user, ChangeKind, LoginFailures, NewSession, NewUser, StoreError, Taken,
+    UserWithRoles,
 };
 
 /// How long a caller refused for a crowded line is asked to wait.
@@ -164,6 +165,7 @@ impl Accounts {
 
         let password_hash = self.ctx.hasher.hash(registration.password).await?;
         let id = uuid::Uuid::new_v4().to_string();
+        let roles_text = roles.join(",");
         let now_ms = self.ctx.now_ms();
         let inserted = self
             .ctx
@@ -189,24 +191,33 @@ impl Accounts {
             }
             Err(other) => return Err(other.into()),
         }
-        self.ctx.hot.apply(ChangeKind::User, &id).await;
-        let user = self
-            .ctx
-            .store
-            .find_user(&id)
-            .await?
-            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))?;
-        let detail = format!("roles={}", user.roles.join(","));
+        let detail = format!("roles={}", roles_text);
+        self.registered(caller, &id, detail).await.map(User::from)
+    }
+
+    /// After a new account's rows are stored: tells the hot path, audits the
+    /// registration with `detail`, and answers the account as stored.
+    async fn registered(
+        &self,
+        caller: &Caller,
+        id: &str,
+        detail: String,
+    ) -> DomainResult<UserWithRoles> {
+        self.ctx.hot.apply(ChangeKind::User, id).await;
         self.ctx
             .audit
             .record(
                 caller,
                 Event::new(Action::Register, Outcome::Ok)
-                    .subject(&id)
+                    .subject(id)
                     .detail(detail),
             )
             .await;
-        Ok(user.into())
+        self.ctx
+            .store
+            .find_user(id)
+            .await?
+            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))
     }
 
     async fn refuse_taken(&self, username_lc: &str, email_lc: &str) -> DomainResult<()> {

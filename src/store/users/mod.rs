@@ -1,9 +1,11 @@
 //! Users, their directly granted roles, and the role hierarchy.
 
+mod identities;
 mod lifecycle;
 
 use std::collections::HashMap;
 
+pub use identities::Unlinking;
 pub(in crate::store) use lifecycle::set_password_ending_sessions;
 pub use lifecycle::{Erasure, PasswordSet, ProfileChange, ProfileUpdate};
 
