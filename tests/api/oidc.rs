@@ -23,9 +23,9 @@ use crate::helpers::{
 
 /// The server with these providers in its AUTHD_OIDC_PROVIDERS_FILE, on a manual
 /// clock, and the provider named `test` (at the local provider).
-struct World {
+pub(crate) struct World {
     app: TestApp,
-    provider: TestProvider,
+    pub provider: TestProvider,
     _dir: tempfile::TempDir,
 }
 
@@ -50,8 +50,18 @@ fn providers_file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 /// The provider `test` at a fresh local provider (creating users or not), and
 /// `more` entries after it.
 async fn world(db: TestDb, create_users: bool, more: &[Value]) -> World {
+    world_with(db, "test", create_users, more).await
+}
+
+/// [`world`] with the local provider named `name`.
+pub(crate) async fn world_with(
+    db: TestDb,
+    name: &str,
+    create_users: bool,
+    more: &[Value],
+) -> World {
     let provider = TestProvider::start().await;
-    let mut entries = vec![entry("test", &provider.issuer, create_users)];
+    let mut entries = vec![entry(name, &provider.issuer, create_users)];
     entries.extend_from_slice(more);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = providers_file(&dir, &Value::Array(entries).to_string());
@@ -159,6 +169,17 @@ async fn a_first_sign_in_creates_the_account_and_later_ones_reach_it(db: TestDb)
         assert_eq!(event.subject, user.id);
         assert_eq!(event.detail, "provider=test; subject=1001");
     }
+    // The method has its own metrics labels, as every method does.
+    let metrics = reqwest::get(format!("http://{}/metrics", w.http_addr()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains(r#"grpc_method="LoginWithIdToken""#),
+        "no LoginWithIdToken in /metrics"
+    );
     // (The other registration is the admin's, made by the CLI to read the trail.)
     let created: Vec<_> = w
         .audit("register")
