@@ -187,7 +187,7 @@ async fn list_users(args: UserListArgs) -> anyhow::Result<ExitCode> {
     loop {
         let page = domain
             .admin
-            .list_users(500, &page_token)
+            .list_users(&Default::default(), 500, &page_token)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for user in page.items {

@@ -10,16 +10,16 @@ use std::{
 };
 
 use authd::grpc::pb::{
-    admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
-    ChangePasswordRequest, CheckRoleRequest, CreatePasswordResetTokenRequest, RefreshRequest,
-    ResetPasswordRequest, ValidateTokenRequest,
+    auth_service_client::AuthServiceClient, ChangePasswordRequest, CheckPermissionRequest,
+    CheckRoleRequest, CreatePasswordResetTokenRequest, RefreshRequest, ResetPasswordRequest,
+    ValidateTokenRequest,
 };
 use tokio::task::JoinHandle;
-use tonic::{metadata::MetadataValue, transport::Channel, Request};
+use tonic::transport::Channel;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::{
-    fixtures::{self, login_request, register_request},
+    fixtures::{self, login_request, register_request, with_bearer, Admin},
     load::{outcome, Caller},
 };
 
@@ -197,14 +197,28 @@ impl Caller for Register {
     }
 }
 
-/// A request carrying `authorization: Bearer <token>`.
-fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| "BAD_TOKEN".to_owned())?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+pub struct CheckPermission {
+    pub clients: Auth,
+    pub tokens: Tokens,
+    pub permission: String,
+}
+
+impl Caller for CheckPermission {
+    fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        let mut client = self.clients.pick();
+        let request = CheckPermissionRequest {
+            token: self.tokens.next(),
+            permission: self.permission.clone(),
+        };
+        async move {
+            let answer = outcome(client.check_permission(request).await)?;
+            if answer.into_inner().allowed {
+                Ok(())
+            } else {
+                Err("NOT_ALLOWED".into())
+            }
+        }
+    }
 }
 
 /// The second password the lifecycle scenarios switch to and back from.
@@ -240,8 +254,6 @@ impl Caller for ChangePassword {
         }
     }
 }
-
-pub type Admin = AdminServiceClient<Channel>;
 
 /// Asks for a reset token for `user_id` as the admin.
 fn fetch_reset_token(

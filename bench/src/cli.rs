@@ -66,6 +66,17 @@ pub struct Options {
     #[arg(long, default_value = "user")]
     pub role: String,
 
+    /// Define this many roles before the hot scenarios (as an admin the bench makes
+    /// with `authd user create`; needs a server the bench starts), carrying
+    /// --permissions among them, in chains of four; the token users hold the top of
+    /// the first chain (four roles, their permissions). `check-permission` needs it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub roles: u32,
+
+    /// Permissions spread evenly over --roles.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub permissions: u32,
+
     /// Open loop: start this many calls per second whatever the latency, with at most
     /// --concurrency in flight. In `mixed`, the fixed rate of the validate stream
     /// (default 1000/s there).
@@ -179,6 +190,9 @@ pub enum Scenario {
     Validate,
     /// CheckRole(--role) over --tokens distinct live tokens.
     CheckRole,
+    /// CheckPermission over --tokens distinct live tokens, for a permission of the
+    /// deepest role the token users hold through the graph (needs --roles).
+    CheckPermission,
     /// Login (a new session each time) round-robin over 20 users.
     Login,
     /// Each worker refreshes its own session, spending each new refresh token in turn.
@@ -210,6 +224,7 @@ impl Scenario {
             Scenario::Health => "health",
             Scenario::Validate => "validate",
             Scenario::CheckRole => "check-role",
+            Scenario::CheckPermission => "check-permission",
             Scenario::Login => "login",
             Scenario::Refresh => "refresh",
             Scenario::Register => "register",
@@ -225,7 +240,7 @@ impl Scenario {
     pub fn needs_tokens(self) -> bool {
         matches!(
             self,
-            Scenario::Validate | Scenario::CheckRole | Scenario::Mixed
+            Scenario::Validate | Scenario::CheckRole | Scenario::CheckPermission | Scenario::Mixed
         )
     }
 
@@ -235,7 +250,7 @@ impl Scenario {
     pub fn is_hot(self) -> bool {
         matches!(
             self,
-            Scenario::Health | Scenario::Validate | Scenario::CheckRole
+            Scenario::Health | Scenario::Validate | Scenario::CheckRole | Scenario::CheckPermission
         )
     }
 

@@ -16,7 +16,7 @@ use authd::grpc::pb::{
     auth_service_client::AuthServiceClient, LoginRequest, RegisterRequest, TokenPair,
 };
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tonic::{metadata::MetadataValue, transport::Channel, Request};
 
 pub const PASSWORD: &str = "bench password, not a secret";
 
@@ -55,18 +55,6 @@ pub fn login_request(username: &str) -> LoginRequest {
         username: username.to_owned(),
         password: PASSWORD.to_owned(),
     }
-}
-
-/// Registers users number `from` to `to` (exclusive) and returns their usernames.
-pub async fn register_users(
-    clients: &[AuthServiceClient<Channel>],
-    run: &str,
-    from: usize,
-    to: usize,
-) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = (from..to).map(|i| username(run, "u", i, 0)).collect();
-    register_named(clients, &names).await?;
-    Ok(names)
 }
 
 /// Registers the users `names` (with [`PASSWORD`]); answers their ids.
@@ -186,4 +174,83 @@ pub async fn admin_token(
         .next()
         .map(|pair| pair.access_token)
         .ok_or_else(|| anyhow!("the admin's login answered nothing"))
+}
+
+/// How many roles form one chain of the bench's role graph.
+pub const ROLE_CHAIN: u32 = 4;
+
+/// The role the token users hold: the top of the first chain.
+pub fn held_role(roles: u32) -> String {
+    bench_role(ROLE_CHAIN.min(roles).saturating_sub(1))
+}
+
+/// The permission CheckPermission asks for: the first of the chain's bottom role,
+/// reached through every edge of the chain.
+pub fn checked_permission() -> String {
+    bench_permission(0, 0)
+}
+
+fn bench_role(i: u32) -> String {
+    format!("bench-role-{i}")
+}
+
+fn bench_permission(role: u32, j: u32) -> String {
+    format!("bench.r{role}.p{j}")
+}
+
+/// Defines `roles` roles with `permissions` among them (each role including the one
+/// before it, in chains of [`ROLE_CHAIN`]) and grants the top of the first chain to
+/// `user_ids`, through AdminService with an admin's `token`.
+pub async fn define_roles(
+    admin: &Admin,
+    token: &str,
+    roles: u32,
+    permissions: u32,
+    user_ids: &[String],
+) -> anyhow::Result<()> {
+    use authd::grpc::pb::{AssignRoleRequest, CreateRoleRequest};
+    let per_role = permissions.div_ceil(roles.max(1));
+    for i in 0..roles {
+        let request = CreateRoleRequest {
+            name: bench_role(i),
+            description: "made by authd-bench".into(),
+            includes: if i % ROLE_CHAIN == 0 {
+                Vec::new()
+            } else {
+                vec![bench_role(i - 1)]
+            },
+            permissions: (0..per_role).map(|j| bench_permission(i, j)).collect(),
+        };
+        let mut admin = admin.clone();
+        admin
+            .create_role(with_bearer(request, token).map_err(|e| anyhow!(e))?)
+            .await
+            .map_err(|s| anyhow!("CreateRole: {s}"))?;
+    }
+    let held = held_role(roles);
+    for user_id in user_ids {
+        let request = AssignRoleRequest {
+            user_id: user_id.clone(),
+            role: held.clone(),
+        };
+        let mut admin = admin.clone();
+        admin
+            .assign_role(with_bearer(request, token).map_err(|e| anyhow!(e))?)
+            .await
+            .map_err(|s| anyhow!("AssignRole: {s}"))?;
+    }
+    Ok(())
+}
+
+/// AdminService over one of the bench's connections.
+pub type Admin = authd::grpc::pb::admin_service_client::AdminServiceClient<Channel>;
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, String> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "BAD_TOKEN".to_owned())?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }

@@ -14,7 +14,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use authd::grpc::pb::{CheckRoleRequest, CheckRoleResponse, ValidateTokenRequest};
+use authd::grpc::pb::{
+    CheckPermissionRequest, CheckPermissionResponse, CheckRoleRequest, CheckRoleResponse,
+    ValidateTokenRequest,
+};
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -30,6 +33,7 @@ use crate::{
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 pub const VALIDATE_TOKEN: &str = "/auth.v1.AuthService/ValidateToken";
 pub const CHECK_ROLE: &str = "/auth.v1.AuthService/CheckRole";
+pub const CHECK_PERMISSION: &str = "/auth.v1.AuthService/CheckPermission";
 
 /// Looked up as a `HeaderName` rather than a `&str`, which would be parsed each time.
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -160,6 +164,16 @@ impl Bodies {
             check: allowed,
         }
     }
+
+    pub fn check_permission(tokens: &[String], permission: &str) -> Bodies {
+        Bodies {
+            frames: frames(tokens, |token| CheckPermissionRequest {
+                token: token.to_owned(),
+                permission: permission.to_owned(),
+            }),
+            check: permitted,
+        }
+    }
 }
 
 fn frames<M: Message>(tokens: &[String], make: impl Fn(&str) -> M) -> Arc<[Bytes]> {
@@ -195,6 +209,16 @@ fn non_empty(message: &[u8]) -> Result<(), &'static str> {
 /// A "no" is a wrong set-up (say, --role admin), not a fast answer.
 fn allowed(message: &[u8]) -> Result<(), &'static str> {
     let reply = CheckRoleResponse::decode(message).map_err(|_| "BAD_MESSAGE")?;
+    if reply.allowed {
+        Ok(())
+    } else {
+        Err("NOT_ALLOWED")
+    }
+}
+
+/// As [`allowed`], for CheckPermission.
+fn permitted(message: &[u8]) -> Result<(), &'static str> {
+    let reply = CheckPermissionResponse::decode(message).map_err(|_| "BAD_MESSAGE")?;
     if reply.allowed {
         Ok(())
     } else {

@@ -14,7 +14,7 @@ use crate::{
     calls::{self, RoundRobin, Tokens},
     cli::{Client, Options, Scenario},
     fixtures::{self, TOKEN_USERS},
-    h2grpc::{self, Bodies, CHECK_ROLE, HEALTH_CHECK, VALIDATE_TOKEN},
+    h2grpc::{self, Bodies, CHECK_PERMISSION, CHECK_ROLE, HEALTH_CHECK, VALIDATE_TOKEN},
     hash,
     load::{closed_loop, open_loop, Caller, Recorded, Window},
     report::{loadavg, Report, Row, RowContext, Startup},
@@ -207,7 +207,11 @@ struct Fixtures {
     clients: Vec<AuthServiceClient<Channel>>,
     run: String,
     users: Vec<String>,
+    /// The ids of `users`, in the same order.
+    user_ids: Vec<String>,
     tokens: Vec<String>,
+    /// The role graph of --roles is defined (once per invocation).
+    roles_defined: bool,
     /// How the server was started, when this process started it (to make an admin).
     launch: Option<Launch>,
     admin_token: Option<String>,
@@ -221,7 +225,9 @@ impl Fixtures {
             clients: Vec::new(),
             run: fixtures::run_id(),
             users: Vec::new(),
+            user_ids: Vec::new(),
             tokens: Vec::new(),
+            roles_defined: false,
             launch: None,
             admin_token: None,
             own_users: 0,
@@ -269,10 +275,37 @@ impl Fixtures {
         if self.users.len() < count {
             let made = self.users.len();
             eprintln!("  registering {} users", count - made);
-            let new = fixtures::register_users(&self.clients, &self.run, made, count).await?;
-            self.users.extend(new);
+            let names: Vec<String> = (made..count)
+                .map(|i| fixtures::username(&self.run, "u", i, 0))
+                .collect();
+            let ids = fixtures::register_named(&self.clients, &names).await?;
+            self.users.extend(names);
+            self.user_ids.extend(ids);
         }
         Ok(self.users[..count].into())
+    }
+
+    /// Defines the role graph of --roles and grants its held role to the token
+    /// users (once).
+    async fn define_roles(
+        &mut self,
+        channels: &[Channel],
+        options: &Options,
+    ) -> anyhow::Result<()> {
+        if self.roles_defined || options.roles == 0 {
+            return Ok(());
+        }
+        self.users(TOKEN_USERS).await?;
+        let token = self.admin_token().await?;
+        let admin = fixtures::Admin::new(channels[0].clone());
+        eprintln!(
+            "  defining {} roles with {} permissions",
+            options.roles, options.permissions
+        );
+        let ids = self.user_ids[..TOKEN_USERS].to_vec();
+        fixtures::define_roles(&admin, &token, options.roles, options.permissions, &ids).await?;
+        self.roles_defined = true;
+        Ok(())
     }
 
     /// `count` distinct live access tokens over up to 20 users.
@@ -337,6 +370,12 @@ async fn run_scenario(
     let auth = calls::auth_clients(channels);
     let health = RoundRobin::new(channels, HealthClient::new);
     let token_count = scenario.needs_tokens().then_some(options.tokens);
+    if scenario == Scenario::CheckPermission && options.roles == 0 {
+        bail!("check-permission asks for a permission of the bench's role graph: give --roles (e.g. --roles 200 --permissions 2000)");
+    }
+    if token_count.is_some() {
+        fixtures.define_roles(channels, options).await?;
+    }
     let tokens = match token_count {
         Some(n) => fixtures.tokens(n as usize).await?,
         None => Arc::from(Vec::new()),
@@ -406,6 +445,19 @@ async fn run_scenario(
             };
             drive(name, make, &plan, &mut context).await
         }
+        (Scenario::CheckPermission, Some(raw)) => {
+            let bodies = Bodies::check_permission(&tokens, &fixtures::checked_permission());
+            let make = |w| raw.caller(w, CHECK_PERMISSION, &bodies);
+            drive(name, make, &plan, &mut context).await
+        }
+        (Scenario::CheckPermission, None) => {
+            let make = |w| calls::CheckPermission {
+                clients: auth.clone(),
+                tokens: Tokens::new(tokens.clone(), w),
+                permission: fixtures::checked_permission(),
+            };
+            drive(name, make, &plan, &mut context).await
+        }
         (Scenario::Login, _) => {
             let users = fixtures.users(TOKEN_USERS).await?;
             let make = |w| calls::Login {
@@ -462,7 +514,7 @@ async fn run_scenario(
                 .enumerate()
                 .map(|(w, pair)| calls::ResetPassword {
                     clients: auth.clone(),
-                    admin: calls::Admin::new(channels[w % channels.len()].clone()),
+                    admin: fixtures::Admin::new(channels[w % channels.len()].clone()),
                     admin_token: admin_token.clone(),
                     user_ids: [pair[0].1.clone(), pair[pair.len() - 1].1.clone()],
                     turn: 0,

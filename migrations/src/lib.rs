@@ -19,6 +19,7 @@ mod m20261201_000012_audit_peer_identity;
 mod m20261201_000020_index_audit_subjects;
 mod m20261201_000021_add_second_factor;
 mod m20261201_000022_add_identity_links;
+mod m20261201_000023_roles_as_data;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000020_index_audit_subjects::Migration),
             Box::new(m20261201_000021_add_second_factor::Migration),
             Box::new(m20261201_000022_add_identity_links::Migration),
+            Box::new(m20261201_000023_roles_as_data::Migration),
         ]
     }
 }

@@ -1,5 +1,5 @@
-//! User administration for AdminService: who may call it (a user's access token,
-//! holding `admin` now; never an API key), and what they may do: look users up,
+//! User administration for AdminService: who may call it (a user's access token
+//! or an API key holding the method's permission now), and what they may do: look users up,
 //! page through them, change and erase them, grant and take roles, deactivate and
 //! reactivate, list and end sessions, unlink identities. Nobody can remove the last
 //! active admin, nor an account's last way in.
@@ -11,6 +11,7 @@ use super::{
     caller::{Actor, Caller, Peer},
     context::Context,
     error::{DomainError, DomainResult},
+    hot::Grants,
     model::{Page, Session, User},
     paging,
     sessions::Sessions,
@@ -18,8 +19,18 @@ use super::{
 };
 use crate::store::{
     Activation, ChangeKind, Erasure, ProfileChange, ProfileUpdate, StoreError, Unlinking,
-    UserWithRoles, Withdrawal,
+    UserFilter, UserWithRoles, Withdrawal,
 };
+
+/// Which users ListUsers answers with.
+#[derive(Debug, Default)]
+pub struct UserQuery {
+    /// Only holders of this role: granted directly, or (with `role_effective`) also
+    /// through a role that includes it.
+    pub role: Option<String>,
+    pub role_effective: bool,
+    pub active: Option<bool>,
+}
 
 /// A change to a user's profile as an admin asks for it; `None` leaves a field.
 #[derive(Debug, Default)]
@@ -29,21 +40,55 @@ pub struct UserChanges {
     pub full_name: Option<String>,
 }
 
-/// The role AdminService requires, and that must always keep an active holder.
-pub const ADMIN_ROLE: &str = "admin";
+/// The role that must always keep an active holder (and holds every permission).
+pub use super::hot::ADMIN_ROLE;
 
-/// A caller allowed to administer: only [`Admin::authorize`] (for a user's token)
-/// and [`AdminCaller::cli`] (for the shell, which has the database anyway) make one.
+/// A caller allowed to administer: only [`Admin::authorize`] (for a credential
+/// holding the method's permission) and [`AdminCaller::cli`] (for the shell, which
+/// has the database anyway) make one. It carries what the caller holds, so that
+/// nobody grants a role or permission they do not hold themselves.
 #[derive(Clone, Debug)]
-pub struct AdminCaller(Caller);
+pub struct AdminCaller {
+    caller: Caller,
+    /// `None` for the shell, which may grant anything.
+    grants: Option<Grants>,
+}
 
 impl AdminCaller {
     pub fn cli() -> Self {
-        AdminCaller(Caller::cli())
+        AdminCaller {
+            caller: Caller::cli(),
+            grants: None,
+        }
     }
 
     pub fn caller(&self) -> &Caller {
-        &self.0
+        &self.caller
+    }
+
+    /// `PERMISSION_DENIED` unless the caller holds `role` (directly or through the
+    /// graph) or holds `admin`: nobody grants a role they do not hold.
+    pub fn may_grant_role(&self, role: &str) -> DomainResult<()> {
+        match &self.grants {
+            Some(grants) if !grants.holds_everything() && !grants.has_role(role) => {
+                Err(DomainError::PermissionDenied(format!(
+                    "you cannot grant role {role:?}: you do not hold it yourself"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `PERMISSION_DENIED` unless the caller holds `permission`.
+    pub fn may_grant_permission(&self, permission: &str) -> DomainResult<()> {
+        match &self.grants {
+            Some(grants) if !grants.has_permission(permission) => {
+                Err(DomainError::PermissionDenied(format!(
+                    "you cannot grant permission {permission:?}: you do not hold it yourself"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -60,24 +105,33 @@ impl Admin {
     }
 
     /// Authorises an AdminService call made with `token` (the bearer credential the
-    /// transport took from the call): the holder must be an active user holding
-    /// `admin` now. API keys are refused whatever their roles.
-    pub async fn authorize(&self, token: &str, peer: Peer) -> DomainResult<AdminCaller> {
+    /// transport took from the call) for a method that needs `permission`: an
+    /// active user's access token or a live API key whose effective roles carry it
+    /// now.
+    pub async fn authorize(
+        &self,
+        token: &str,
+        peer: Peer,
+        permission: &str,
+    ) -> DomainResult<AdminCaller> {
         let principal = self.ctx.hot.validate(token).await?;
-        if principal.is_api_key() {
-            return Err(DomainError::PermissionDenied(
-                "AdminService needs a user's access token; API keys cannot call it".into(),
-            ));
+        if !principal.has_permission(permission) {
+            return Err(DomainError::PermissionDenied(format!(
+                "this call needs the permission {permission:?}"
+            )));
         }
-        if !principal.has_role(ADMIN_ROLE) {
-            return Err(DomainError::PermissionDenied(
-                "this call needs the admin role".into(),
-            ));
-        }
-        Ok(AdminCaller(Caller {
-            actor: Actor::User(principal.subject_id().to_owned()),
-            peer,
-        }))
+        let id = principal.subject_id().to_owned();
+        Ok(AdminCaller {
+            caller: Caller {
+                actor: if principal.is_api_key() {
+                    Actor::ApiKey(id)
+                } else {
+                    Actor::User(id)
+                },
+                peer,
+            },
+            grants: Some(principal.grants().clone()),
+        })
     }
 
     /// One user, by id or by username (exactly one of them).
@@ -109,11 +163,32 @@ impl Admin {
             .ok_or_else(|| DomainError::NotFound("no such user".into()))
     }
 
-    /// A page of users, oldest first.
-    pub async fn list_users(&self, page_size: i32, page_token: &str) -> DomainResult<Page<User>> {
+    /// A page of users, oldest first, that pass `filter`.
+    pub async fn list_users(
+        &self,
+        filter: &UserQuery,
+        page_size: i32,
+        page_token: &str,
+    ) -> DomainResult<Page<User>> {
         let limit = paging::page_size(page_size)?;
         let after = paging::decode(page_token)?;
-        let page = self.ctx.store.list_users(after, limit).await?;
+        let holding_any_of = match filter.role.as_deref() {
+            None | Some("") => None,
+            Some(role) => {
+                let catalog = self.ctx.hot.catalog();
+                catalog.require("role", role)?;
+                Some(if filter.role_effective {
+                    catalog.holders_of(role)
+                } else {
+                    vec![role.to_owned()]
+                })
+            }
+        };
+        let filter = UserFilter {
+            holding_any_of,
+            active: filter.active,
+        };
+        let page = self.ctx.store.list_users(&filter, after, limit).await?;
         let last = page
             .items
             .last()
@@ -131,6 +206,7 @@ impl Admin {
         role: &str,
     ) -> DomainResult<User> {
         self.ctx.hot.catalog().require("role", role)?;
+        caller.may_grant_role(role)?;
         let user = self.existing_user(user_id).await?;
         let id = &user.user.id;
         self.ctx

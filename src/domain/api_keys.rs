@@ -91,6 +91,9 @@ impl ApiKeys {
             ));
         }
         self.ctx.hot.catalog().require_all(&roles)?;
+        for role in &roles {
+            caller.may_grant_role(role)?;
+        }
         let prefix = random_base62(PREFIX_CHARS);
         let secret = Secret::new(format!(
             "{KEY_SCHEME}{prefix}_{}",
@@ -105,7 +108,7 @@ impl ApiKeys {
             roles,
             created_at: now_ms,
             expires_at: (ttl_seconds > 0).then(|| now_ms + ttl_seconds * 1000),
-            created_by: caller.caller().user_id().map(str::to_owned),
+            created_by: caller.caller().actor_id().map(str::to_owned),
         };
         let key = match self.ctx.store.insert_api_key(new).await {
             Ok(key) => key,

@@ -46,6 +46,9 @@ pub enum Action {
     /// An identity linked to an existing account by its verified email.
     LinkIdentity,
     UnlinkIdentity,
+    CreateRole,
+    UpdateRole,
+    DeleteRole,
 }
 
 impl Action {
@@ -81,6 +84,9 @@ impl Action {
             Action::IdTokenLogin => "id_token_login",
             Action::LinkIdentity => "link_identity",
             Action::UnlinkIdentity => "unlink_identity",
+            Action::CreateRole => "create_role",
+            Action::UpdateRole => "update_role",
+            Action::DeleteRole => "delete_role",
         }
     }
 }
@@ -104,6 +110,8 @@ pub enum Outcome {
     RefusedLastWayIn,
     /// The provider's keys could not be fetched and none were cached.
     ProviderUnavailable,
+    /// Refused: it would have granted a role or permission the caller lacks.
+    RefusedEscalation,
 }
 
 impl Outcome {
@@ -120,6 +128,7 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::RefusedLastWayIn => "refused_last_way_in",
             Outcome::ProviderUnavailable => "provider_unavailable",
+            Outcome::RefusedEscalation => "refused_escalation",
         }
     }
 }

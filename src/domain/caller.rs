@@ -11,6 +11,8 @@ pub enum Actor {
     Cli,
     /// A user, by id, whose access token was verified for this call.
     User(String),
+    /// An API key, by id, verified for this call (AdminService, by permission).
+    ApiKey(String),
 }
 
 /// Where a call comes from, for the audit trail and the logs.
@@ -49,14 +51,23 @@ impl Caller {
     pub fn user_id(&self) -> Option<&str> {
         match &self.actor {
             Actor::User(id) => Some(id),
+            Actor::Anonymous | Actor::Cli | Actor::ApiKey(_) => None,
+        }
+    }
+
+    /// The acting user's or API key's id.
+    pub fn actor_id(&self) -> Option<&str> {
+        match &self.actor {
+            Actor::User(id) | Actor::ApiKey(id) => Some(id),
             Actor::Anonymous | Actor::Cli => None,
         }
     }
 
-    /// How the actor is written in the audit trail: a user id, `cli`, or nothing.
+    /// How the actor is written in the audit trail: a user or key id, `cli`, or
+    /// nothing.
     pub fn actor_label(&self) -> Option<&str> {
         match &self.actor {
-            Actor::User(id) => Some(id),
+            Actor::User(id) | Actor::ApiKey(id) => Some(id),
             Actor::Cli => Some("cli"),
             Actor::Anonymous => None,
         }

@@ -2,14 +2,15 @@
 //! Knows neither protobuf nor tonic; talks to the database only through `store`.
 //!
 //! Two paths with opposite needs (see DESIGN.md):
-//! - [`hot`]: `ValidateToken` and `CheckRole`, from memory, behind one owner,
+//! - [`hot`]: `ValidateToken`, `CheckRole` and `CheckPermission`, from memory, behind one owner,
 //!   [`hot::HotPath`];
 //! - the slow path, one owner per capability: [`accounts::Accounts`] (register,
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
 //!   administration and who may do it), [`api_keys::ApiKeys`], [`recovery::Recovery`]
 //!   (password-reset and email-verification tokens), [`audit_trail::AuditTrail`]
-//!   (reading the audit trail), [`oidc::OidcSignIn`] (sign-in with an external
-//!   identity provider's ID token). They write to the
+//!   (reading the audit trail), [`roles::Roles`] (the role graph),
+//!   [`oidc::OidcSignIn`] (sign-in with an external identity provider's ID token).
+//!   They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -29,6 +30,7 @@ pub mod paging;
 pub mod passwords;
 pub mod recovery;
 pub mod retention;
+pub mod roles;
 pub mod sealing;
 pub mod secrets;
 pub mod sessions;
@@ -51,6 +53,7 @@ use self::{
     oidc::{IdentityProviders, OidcSignIn},
     passwords::PasswordHasher,
     recovery::Recovery,
+    roles::Roles,
     sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
@@ -84,6 +87,7 @@ pub struct Domain {
     pub audit: AuditTrail,
     pub recovery: Recovery,
     pub oidc: OidcSignIn,
+    pub roles: Roles,
     context: Arc<Context>,
 }
 
@@ -106,6 +110,7 @@ impl Domain {
             api_keys: ApiKeys::new(context.clone()),
             audit: AuditTrail::new(context.clone()),
             recovery: Recovery::new(context.clone()),
+            roles: Roles::new(context.clone()),
             sessions,
             hot,
             context,

@@ -3,7 +3,7 @@
 
 use crate::store::{
     entities::{api_key, audit_event, identity_link},
-    SessionSummary, UserWithRoles, NO_PASSWORD,
+    RoleDefinition, SessionSummary, UserWithRoles, NO_PASSWORD,
 };
 
 /// A user account with the roles granted to it directly.
@@ -160,4 +160,29 @@ impl Session {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
+}
+
+/// A role as AdminService shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    pub description: String,
+    /// The roles it includes directly.
+    pub includes: Vec<String>,
+    /// The permissions it carries itself.
+    pub permissions: Vec<String>,
+    /// Seeded by a migration: may be updated, never deleted.
+    pub builtin: bool,
+}
+
+impl From<RoleDefinition> for Role {
+    fn from(row: RoleDefinition) -> Self {
+        Role {
+            name: row.name,
+            description: row.description,
+            includes: row.includes,
+            permissions: row.permissions,
+            builtin: row.builtin,
+        }
+    }
 }

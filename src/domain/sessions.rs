@@ -92,7 +92,7 @@ impl Sessions {
         issue_pair(
             ctx,
             &rotated.user_id,
-            &user.effective_roles,
+            &user.grants.roles,
             SessionRefresh {
                 session_id: &rotated.session_id,
                 session_expires_at_ms: rotated.session_expires_at,

@@ -236,6 +236,36 @@ pub fn required(field: &'static str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// A role's name: 2 to 64 characters of `a-z 0-9 . _ : -`.
+pub fn role_name(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if !(2..=64).contains(&value.len()) {
+        return Err(DomainError::invalid(field, "must be 2 to 64 characters"));
+    }
+    if !value.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-')
+    }) {
+        return Err(DomainError::invalid(
+            field,
+            "may contain only a-z, 0-9, '.', '_', ':' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// A permission: 1 to 128 printable characters without spaces.
+pub fn permission(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() || value.chars().count() > 128 {
+        return Err(DomainError::invalid(field, "must be 1 to 128 characters"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(
+            field,
+            "must be printable characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// A UUID in its usual text form.
 pub fn uuid(field: &'static str, value: &str) -> Result<uuid::Uuid, DomainError> {
     required(field, value)?;
@@ -246,6 +276,23 @@ pub fn uuid(field: &'static str, value: &str) -> Result<uuid::Uuid, DomainError>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn role_names_and_permissions_follow_the_rules() {
+        assert!(role_name("n", "billing-admin").is_ok());
+        assert!(role_name("n", "team:ops.on_call").is_ok());
+        assert!(role_name("n", "a").is_err());
+        assert!(role_name("n", &"a".repeat(65)).is_err());
+        assert!(role_name("n", "Billing").is_err());
+        assert!(role_name("n", "bill ing").is_err());
+        assert!(permission("p", "billing.refund").is_ok());
+        assert!(permission("p", "files:read/*").is_ok());
+        assert!(permission("p", "").is_err());
+        assert!(permission("p", &"p".repeat(129)).is_err());
+        assert!(permission("p", "two words").is_err());
+        assert!(permission("p", "tab\there").is_err());
+        assert!(permission("p", "nul\0").is_err());
+    }
 
     #[test]
     fn usernames_follow_the_rules() {

@@ -9,7 +9,13 @@ use super::{
     convert,
     pb::{self, admin_service_server::AdminService},
 };
-use crate::domain::{admin::UserChanges, api_keys::NewKey, audit_trail::AuditQuery, Domain};
+use crate::domain::{
+    admin::{UserChanges, UserQuery},
+    api_keys::NewKey,
+    audit_trail::AuditQuery,
+    roles::RoleSpec,
+    Domain,
+};
 
 pub struct AdminApi {
     domain: Domain,
@@ -41,10 +47,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         admin_caller(&request)?;
         let r = request.into_inner();
+        let query = UserQuery {
+            role: Some(r.role).filter(|role| !role.is_empty()),
+            role_effective: r.role_effective,
+            active: r.active,
+        };
         let page = self
             .domain
             .admin
-            .list_users(r.page_size, &r.page_token)
+            .list_users(&query, r.page_size, &r.page_token)
             .await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.items.into_iter().map(convert::user).collect(),
@@ -306,5 +317,62 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::UnlinkIdentityResponse {
             user: Some(convert::user(user)),
         }))
+    }
+
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
+        admin_caller(&request)?;
+        let roles = self.domain.roles.list().await?;
+        Ok(Response::new(pb::ListRolesResponse {
+            roles: roles.into_iter().map(convert::role).collect(),
+        }))
+    }
+
+    async fn create_role(
+        &self,
+        request: Request<pb::CreateRoleRequest>,
+    ) -> Result<Response<pb::CreateRoleResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let r = request.into_inner();
+        let spec = RoleSpec {
+            name: r.name,
+            description: r.description,
+            includes: r.includes,
+            permissions: r.permissions,
+        };
+        let role = self.domain.roles.create(&caller, spec).await?;
+        Ok(Response::new(pb::CreateRoleResponse {
+            role: Some(convert::role(role)),
+        }))
+    }
+
+    async fn update_role(
+        &self,
+        request: Request<pb::UpdateRoleRequest>,
+    ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let r = request.into_inner();
+        let spec = RoleSpec {
+            name: r.name,
+            description: r.description,
+            includes: r.includes,
+            permissions: r.permissions,
+        };
+        let role = self.domain.roles.update(&caller, spec).await?;
+        Ok(Response::new(pb::UpdateRoleResponse {
+            role: Some(convert::role(role)),
+        }))
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let name = request.into_inner().name;
+        self.domain.roles.delete(&caller, &name).await?;
+        Ok(Response::new(pb::DeleteRoleResponse {}))
     }
 }

@@ -172,6 +172,22 @@ impl AuthService for AuthApi {
         }))
     }
 
+    async fn check_permission(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        let r = request.get_ref();
+        let check = self
+            .domain
+            .hot
+            .check_permission(&r.token, &r.permission)
+            .await?;
+        Ok(Response::new(pb::CheckPermissionResponse {
+            allowed: check.allowed,
+            user_id: check.principal.subject_id().to_owned(),
+        }))
+    }
+
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,

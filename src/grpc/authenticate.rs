@@ -5,7 +5,8 @@
 //! the call fails closed.
 //!
 //! Two policies: [`AuthenticateLayer::admin`] around AdminService, where every
-//! method needs an [`AdminCaller`] ([`admin_caller`]); and
+//! method needs an [`AdminCaller`] ([`admin_caller`]) holding the method's
+//! permission ([`admin_permission`]); and
 //! [`AuthenticateLayer::self_service`] around AuthService, where only the methods
 //! in [`SELF_SERVICE_METHODS`] need a [`UserCaller`] ([`user_caller`]) and every
 //! other call (ValidateToken on the hot path among them) passes straight through,
@@ -23,6 +24,7 @@ use tower::{Layer, Service};
 use crate::domain::{
     admin::{Admin, AdminCaller},
     caller::UserCaller,
+    roles::permissions,
     sessions::Sessions,
 };
 
@@ -36,10 +38,37 @@ pub const SELF_SERVICE_METHODS: [&str; 6] = [
     "/auth.v1.AuthService/DisableTotp",
 ];
 
+/// What a method of AdminService needs that none of the tables below names: only
+/// `admin` (which holds every permission) has it, so a method added without an
+/// entry fails closed.
+const UNLISTED_ADMIN_METHOD: &str = "authd.admin";
+
+/// The permission an AdminService method needs (API.md, "Roles and permissions as
+/// data"), by the method's name.
+pub fn admin_permission(method: &str) -> &'static str {
+    match method {
+        "GetUser" | "ListUsers" | "ListUserSessions" | "ListRoles" => permissions::USERS_READ,
+        "UpdateUser"
+        | "SetUserActive"
+        | "DeleteUser"
+        | "RevokeSessions"
+        | "CreatePasswordResetToken"
+        | "CreateEmailVerificationToken"
+        | "ResetMfa"
+        | "UnlinkIdentity" => permissions::USERS_WRITE,
+        "AssignRole" | "RevokeRole" | "CreateRole" | "UpdateRole" | "DeleteRole" => {
+            permissions::ROLES_WRITE
+        }
+        "CreateApiKey" | "ListApiKeys" | "RevokeApiKey" => permissions::APIKEYS_WRITE,
+        "ListAuditEvents" => permissions::AUDIT_READ,
+        _ => UNLISTED_ADMIN_METHOD,
+    }
+}
+
 /// Who must be authenticated, and who authorises them.
 #[derive(Clone)]
 enum Policy {
-    /// Every call: an admin's access token.
+    /// Every call: a credential holding the method's permission.
     Admin(Admin),
     /// The self-service methods: a user's access token; other calls need nothing.
     SelfService(Sessions),
@@ -51,7 +80,7 @@ pub struct AuthenticateLayer {
 }
 
 impl AuthenticateLayer {
-    /// For AdminService: every call needs an admin.
+    /// For AdminService: every call needs the permission of its method.
     pub fn admin(admin: Admin) -> Self {
         AuthenticateLayer {
             policy: Policy::Admin(admin),
@@ -149,7 +178,7 @@ where
                 };
                 let authorised = match policy {
                     Policy::Admin(admin) => admin
-                        .authorize(&token, peer)
+                        .authorize(&token, peer, admin_permission(method_name(&request)))
                         .await
                         .map(|caller| request.extensions_mut().insert(caller))
                         .map(drop),
@@ -166,6 +195,12 @@ where
             }),
         }
     }
+}
+
+/// The method of a `/package.Service/Method` path.
+fn method_name<B>(request: &http::Request<B>) -> &str {
+    let path = request.uri().path();
+    path.rsplit_once('/').map_or(path, |(_, method)| method)
 }
 
 /// The token of `authorization: Bearer <token>`.
@@ -222,6 +257,39 @@ mod tests {
             value.parse().expect("header value"),
         );
         headers
+    }
+
+    #[test]
+    fn every_admin_method_has_its_permission_and_others_need_admin() {
+        assert_eq!(admin_permission("ListRoles"), "authd.users.read");
+        assert_eq!(admin_permission("ResetMfa"), "authd.users.write");
+        assert_eq!(admin_permission("UnlinkIdentity"), "authd.users.write");
+        assert_eq!(admin_permission("DeleteRole"), "authd.roles.write");
+        assert_eq!(admin_permission("RevokeApiKey"), "authd.apikeys.write");
+        assert_eq!(admin_permission("ListAuditEvents"), "authd.audit.read");
+        assert_eq!(admin_permission("SomethingNew"), UNLISTED_ADMIN_METHOD);
+    }
+
+    #[test]
+    fn no_admin_service_method_is_left_to_admin_alone_by_accident() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::grpc::FILE_DESCRIPTOR_SET)
+            .expect("our descriptors");
+        let methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| &file.service)
+            .filter(|service| service.name() == "AdminService")
+            .flat_map(|service| service.method.iter().map(|m| m.name().to_owned()))
+            .collect();
+        assert!(methods.len() >= 20, "{methods:?}");
+        for method in methods {
+            assert_ne!(
+                admin_permission(&method),
+                UNLISTED_ADMIN_METHOD,
+                "{method} has no permission in API.md's table"
+            );
+        }
     }
 
     #[test]

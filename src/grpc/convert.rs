@@ -6,7 +6,7 @@ use super::pb;
 use crate::domain::{
     accounts::{IssuedTokens, LoginOutcome},
     hot::Principal,
-    model::{ApiKey, AuditRecord, IdentityLink, Session, User},
+    model::{ApiKey, AuditRecord, IdentityLink, Role, Session, User},
     DomainError,
 };
 
@@ -133,5 +133,20 @@ pub fn validated(principal: &Principal) -> pb::ValidateTokenResponse {
         session_id: principal.session_id().to_owned(),
         expires_at: principal.expires_at().map(timestamp_secs),
         issued_at: Some(timestamp_secs(principal.issued_at())),
+        permissions: principal
+            .permissions()
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    }
+}
+
+pub fn role(role: Role) -> pb::Role {
+    pb::Role {
+        name: role.name,
+        description: role.description,
+        includes: role.includes,
+        permissions: role.permissions,
+        builtin: role.builtin,
     }
 }

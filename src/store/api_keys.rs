@@ -25,7 +25,7 @@ pub struct NewApiKey {
     pub created_by: Option<String>,
 }
 
-fn live(now_ms: i64) -> Condition {
+pub(super) fn live(now_ms: i64) -> Condition {
     Condition::all()
         .add(api_key::Column::RevokedAt.is_null())
         .add(

@@ -25,6 +25,9 @@ pub enum ChangeKind {
     SigningKeys,
     /// An API key was created or revoked (subject: key id).
     ApiKey,
+    /// A role was created, changed or deleted (subject: the role's name): the whole
+    /// role graph is read again and every holder's effective grants recomputed.
+    Role,
 }
 
 impl ChangeKind {
@@ -35,6 +38,7 @@ impl ChangeKind {
             ChangeKind::UserSessionsEnded => "user_sessions_ended",
             ChangeKind::SigningKeys => "signing_keys",
             ChangeKind::ApiKey => "api_key",
+            ChangeKind::Role => "role",
         }
     }
 
@@ -45,6 +49,7 @@ impl ChangeKind {
             "user_sessions_ended" => ChangeKind::UserSessionsEnded,
             "signing_keys" => ChangeKind::SigningKeys,
             "api_key" => ChangeKind::ApiKey,
+            "role" => ChangeKind::Role,
             _ => return None,
         })
     }

@@ -24,6 +24,9 @@ pub(super) enum AdvisoryLock {
     /// Pruning: held at session level by the one replica that prunes, for as long
     /// as it prunes (see `prune.rs`); the others skip their rounds.
     Pruning,
+    /// Changes to the role graph, so that two concurrent edits can never together
+    /// make a cycle that neither made alone.
+    RoleGraph,
 }
 
 impl AdvisoryLock {
@@ -36,6 +39,7 @@ impl AdvisoryLock {
             AdvisoryLock::FirstSigningKey => 4,
             AdvisoryLock::ApiKeyName => 5,
             AdvisoryLock::Pruning => 6,
+            AdvisoryLock::RoleGraph => 7,
         };
         0x6175_7468_6400_0000 + number
     }
@@ -67,5 +71,6 @@ mod tests {
         assert_eq!(AdvisoryLock::FirstSigningKey.key(), 0x6175_7468_6400_0004);
         assert_eq!(AdvisoryLock::ApiKeyName.key(), 0x6175_7468_6400_0005);
         assert_eq!(AdvisoryLock::Pruning.key(), 0x6175_7468_6400_0006);
+        assert_eq!(AdvisoryLock::RoleGraph.key(), 0x6175_7468_6400_0007);
     }
 }

@@ -24,6 +24,7 @@ mod mfa;
 mod notifications;
 mod paging;
 mod prune;
+mod roles;
 mod sessions;
 mod users;
 
@@ -40,13 +41,14 @@ pub use mfa::{Confirmation, Enrolment};
 pub use notifications::ChangeNotifications;
 pub use paging::Page;
 pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
+pub use roles::{RoleDefinition, RoleEdit, RoleGraphState};
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,
     SessionSummary,
 };
 pub use users::{
     Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, Unlinking,
-    UserWithRoles, Withdrawal, NO_PASSWORD,
+    UserFilter, UserWithRoles, Withdrawal, NO_PASSWORD,
 };
 
 use std::{

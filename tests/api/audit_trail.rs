@@ -243,10 +243,11 @@ async fn bad_requests_and_callers_are_refused(app: TestApp) {
         .await
         .expect_err("not an admin");
     assert_eq!(status.code(), Code::PermissionDenied);
+    // An API key needs authd.audit.read through its roles, like a user.
     let key = app
         .admin()
         .await
-        .create_api_key("auditor", &["admin"], 0)
+        .create_api_key("not-an-auditor", &["moderator"], 0)
         .await
         .expect("key");
     let status = app
@@ -255,8 +256,9 @@ async fn bad_requests_and_callers_are_refused(app: TestApp) {
         .grpc()
         .list_audit_events(pb::ListAuditEventsRequest::default())
         .await
-        .expect_err("an API key");
+        .expect_err("an API key without authd.audit.read");
     assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("authd.audit.read"), "{status:?}");
     // No credentials at all.
     let status = pb::admin_service_client::AdminServiceClient::new(app.channel().await)
         .list_audit_events(pb::ListAuditEventsRequest::default())

@@ -144,6 +144,57 @@ async fn the_readmes_lifecycle_flows_run_as_written(app: TestApp) {
     assert_eq!(updated.username, "alice", "fields left out stay");
 }
 
+on_both_databases!(the_readmes_lifecycle_flows_run_as_written);
+
+const ROLES_SECTION: &str = "### Roles and permissions";
+
+/// Runs `script` with bash against `app`, with `env`; answers (stdout, stderr).
+async fn run_script(app: &TestApp, script: &str, env: &[(&str, &str)]) -> (String, String) {
+    let script = script.replace("localhost:50051", &app.addr().to_string());
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run bash");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+async fn the_readmes_roles_flow_runs_as_written(app: TestApp) {
+    if !grpcurl_installed() {
+        eprintln!("skipped: grpcurl is not installed");
+        return;
+    }
+    let blocks = sh_blocks(ROLES_SECTION);
+    assert_eq!(blocks.len(), 3, "define, scoped key, check");
+    let admin = app.admin().await;
+    let admin_token = admin.tokens.access_token.clone();
+    let alice = app.register("alice").await;
+    let (defined, _) = run_script(&app, &blocks[0], &[("ADMIN_TOKEN", &admin_token)]).await;
+    assert!(defined.contains("billing.refund"), "{defined}");
+    admin
+        .assign_role(&alice.id, "support")
+        .await
+        .expect("assign");
+    let user_token = app.login("alice").await.access_token;
+
+    let (_, refused) = run_script(&app, &blocks[1], &[("ADMIN_TOKEN", &admin_token)]).await;
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+    assert!(refused.contains("authd.users.write"), "{refused}");
+
+    let (checked, _) = run_script(&app, &blocks[2], &[("USER_TOKEN", &user_token)]).await;
+    let answer: serde_json::Value = serde_json::from_str(&checked).expect("JSON");
+    assert_eq!(answer["allowed"], true, "{checked}");
+    assert_eq!(answer["userId"], alice.id.as_str());
+}
+
+on_both_databases!(the_readmes_roles_flow_runs_as_written);
+
 /// The cookbook's "Identities at external providers": an ID token of the local
 /// provider (named `google` here) links Ann's account by its verified email, and
 /// the admin unlinks it again.
@@ -164,27 +215,18 @@ async fn the_cookbooks_identity_commands_run_as_written(db: TestDb) {
     claims["email_verified"] = true.into();
     let id_token = w.provider.token(&claims);
     let admin_token = w.admin().await.tokens.access_token.clone();
+    let auth = format!("authorization: Bearer {admin_token}");
     let script = format!("ADDR={}\n{}", w.addr(), blocks[0]);
-    let output = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .env("ID_TOKEN", &id_token)
-        .env("AUTH", format!("authorization: Bearer {admin_token}"))
-        .env("USER_ID", &ann.id)
-        .output()
-        .await
-        .expect("run bash");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let env = [
+        ("ID_TOKEN", id_token.as_str()),
+        ("AUTH", auth.as_str()),
+        ("USER_ID", ann.id.as_str()),
+    ];
+    let (stdout, _) = run_script(&w, &script, &env).await;
     assert!(stdout.contains(r#""provider": "google""#), "{stdout}");
     assert!(stdout.contains(r#""hasPassword": true"#), "{stdout}");
     let after = w.admin().await.get_user(&ann.id, "").await.expect("ann");
     assert!(after.linked_identities.is_empty(), "{after:?}");
 }
 
-on_both_databases!(
-    the_readmes_lifecycle_flows_run_as_written,
-    the_cookbooks_identity_commands_run_as_written
-);
+on_both_databases!(the_cookbooks_identity_commands_run_as_written);

@@ -39,6 +39,7 @@ mod python_client;
 mod reflection;
 mod retention;
 mod revocation;
+mod roles;
 mod secret_logs;
 mod secrets_at_rest;
 mod sessions;

@@ -4,9 +4,8 @@
 
 use authd::grpc::pb;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
-use crate::helpers::{AuthClient, TestApp, PASSWORD};
+use crate::helpers::{assert_invalid, AuthClient, TestApp, PASSWORD};
 
 async fn register_as(
     client: &AuthClient,
@@ -28,23 +27,6 @@ async fn register_as(
 async fn login_as(client: &AuthClient, login: &str, password: &str) -> Result<pb::User, Status> {
     let response = client.login_with(login, password).await?;
     Ok(response.user.expect("user"))
-}
-
-/// Asserts INVALID_ARGUMENT naming `field`, in the message and as a BadRequest.
-fn assert_names(result: Result<impl std::fmt::Debug, Status>, field: &str, what: &str) {
-    let status = result.expect_err(what);
-    assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
-    assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "{what}: {}",
-        status.message()
-    );
-    let violations = status
-        .get_details_bad_request()
-        .expect("BadRequest details")
-        .field_violations;
-    assert_eq!(violations.len(), 1, "{what}");
-    assert_eq!(violations[0].field, field, "{what}");
 }
 
 const CAFE_NFC: &str = "caf\u{e9}@example.com";
@@ -102,7 +84,7 @@ async fn invisible_and_bidi_characters_are_refused_naming_the_field(app: TestApp
     for (i, c) in FORBIDDEN.into_iter().enumerate() {
         let what = format!("U+{:04X}", c as u32);
         let username = format!("user{i}");
-        assert_names(
+        assert_invalid(
             register_as(&app, &username, &format!("a{c}b@example.com"), "").await,
             "email",
             &format!("{what} in an email"),
@@ -114,30 +96,30 @@ async fn invisible_and_bidi_characters_are_refused_naming_the_field(app: TestApp
             let user = registered.unwrap_or_else(|s| panic!("{what} is fine in a name: {s:?}"));
             assert_eq!(user.full_name, name);
         } else {
-            assert_names(registered, "full_name", &format!("{what} in a full name"));
+            assert_invalid(registered, "full_name", &format!("{what} in a full name"));
         }
     }
 }
 
 async fn nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal(app: TestApp) {
     app.register("alice").await;
-    assert_names(
+    assert_invalid(
         register_as(&app, "al\0ce", "alce@example.com", "").await,
         "username",
         "NUL in a username",
     );
-    assert_names(
+    assert_invalid(
         register_as(&app, "alce", "al\0ce@example.com", "").await,
         "email",
         "NUL in an email",
     );
-    assert_names(
+    assert_invalid(
         register_as(&app, "alce", "alce@example.com", "Al\0ce").await,
         "full_name",
         "NUL in a full name",
     );
     for login in ["alice\0", "al\0ice@example.com", "\0"] {
-        assert_names(
+        assert_invalid(
             login_as(&app, login, PASSWORD).await,
             "username",
             "NUL in Login's username",
@@ -151,7 +133,7 @@ async fn nul_bytes_are_invalid_arguments_or_bad_credentials_never_internal(app: 
         assert_eq!(status.code(), Code::Unauthenticated, "{login}: {status:?}");
     }
     let admin = app.admin().await;
-    assert_names(
+    assert_invalid(
         admin.get_user("", "alice\0").await,
         "username",
         "NUL in GetUser's username",

@@ -509,7 +509,7 @@ impl Accounts {
         issue_pair(
             ctx,
             user_id,
-            &ctx.hot.catalog().effective(roles),
+            &ctx.hot.catalog().grants(roles).roles,
             SessionRefresh {
                 session_id: &session_id,
                 session_expires_at_ms: session_expires_at,

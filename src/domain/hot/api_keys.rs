@@ -7,7 +7,7 @@ use std::sync::{
     Arc,
 };
 
-use super::roles::RoleList;
+use super::roles::{Grants, RoleCatalog};
 use crate::store::entities::api_key;
 
 /// Every API key starts with this; access tokens (JWTs) never do.
@@ -22,7 +22,10 @@ const USE_RECORD_INTERVAL_MS: i64 = 30_000;
 pub struct ApiKeyEntry {
     pub id: String,
     pub name: String,
-    pub effective_roles: RoleList,
+    /// The roles it was created with, from which `grants` is computed again whenever
+    /// the role graph changes.
+    pub direct_roles: Vec<String>,
+    pub grants: Grants,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     /// When use was last recorded (0: never used).
@@ -30,14 +33,29 @@ pub struct ApiKeyEntry {
 }
 
 impl ApiKeyEntry {
-    pub fn new(row: &api_key::Model, effective_roles: RoleList) -> Self {
+    pub fn new(row: &api_key::Model, catalog: &RoleCatalog) -> Self {
+        let direct_roles = row.role_list();
         ApiKeyEntry {
             id: row.id.clone(),
             name: row.name.clone(),
-            effective_roles,
+            grants: catalog.grants(&direct_roles),
+            direct_roles,
             created_at_ms: row.created_at,
             expires_at_ms: row.expires_at,
             last_recorded_ms: AtomicI64::new(row.last_used_at.unwrap_or(0)),
+        }
+    }
+
+    /// The same key with its grants computed from `catalog`.
+    pub fn regranted(&self, catalog: &RoleCatalog) -> Self {
+        ApiKeyEntry {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            grants: catalog.grants(&self.direct_roles),
+            direct_roles: self.direct_roles.clone(),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            last_recorded_ms: AtomicI64::new(self.last_recorded_ms.load(Ordering::Relaxed)),
         }
     }
 

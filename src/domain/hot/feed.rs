@@ -166,8 +166,9 @@ impl ChangeFeed {
         let mut cursor = self.cursor.lock().await;
         let now_ms = self.clock.now_ms();
         let latest = self.store.latest_change().await?;
-        self.views
-            .set_catalog(RoleCatalog::from_rows(&self.store.roles().await?));
+        self.views.set_catalog(RoleCatalog::from_definitions(
+            &self.store.role_graph().await?,
+        ));
         self.views.replace_users(&self.store.all_users().await?);
         for session in self.store.live_sessions(now_ms).await? {
             self.put_session(&session.id, &session.user_id, session.expires_at);
@@ -267,6 +268,10 @@ impl ChangeFeed {
                 Some(key) => self.views.put_api_key(&key, now_ms),
                 None => self.views.remove_api_key(subject),
             },
+            ChangeKind::Role => {
+                let graph = self.store.role_graph().await?;
+                self.views.regrant(RoleCatalog::from_definitions(&graph));
+            }
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use super::signing_keys::SIGNING_ALGORITHM;
 pub use api_keys::{ApiKeyUse, KEY_SCHEME};
 pub use principal::{Principal, RoleCheck};
-pub use roles::{RoleCatalog, RoleList};
+pub use roles::{Grants, PermissionList, RoleCatalog, RoleList, ADMIN_ROLE};
 pub use tokens::{AccessGrant, MAX_TOKEN_BYTES};
 pub use views::UserEntry;
 
@@ -43,6 +43,7 @@ use super::{
     error::{DomainError, DomainResult},
     sealing::KeyEncryptionKey,
     secrets::digest,
+    validation,
 };
 use crate::{
     clock::Clock,
@@ -196,6 +197,17 @@ impl HotPath {
         self.catalog().require("role", role)?;
         Ok(RoleCheck {
             allowed: principal.has_role(role),
+            principal,
+        })
+    }
+
+    /// Whether the holder has `permission` now, through any effective role.
+    /// Permissions are open strings: one no role names is simply not held.
+    pub async fn check_permission(&self, token: &str, permission: &str) -> DomainResult<RoleCheck> {
+        validation::permission("permission", permission)?;
+        let principal = self.validate(token).await?;
+        Ok(RoleCheck {
+            allowed: principal.has_permission(permission),
             principal,
         })
     }

@@ -2,7 +2,12 @@
 
 use std::sync::Arc;
 
-use super::{api_keys::ApiKeyEntry, roles::RoleList, tokens::VerifiedToken, views::UserEntry};
+use super::{
+    api_keys::ApiKeyEntry,
+    roles::{Grants, PermissionList, RoleList},
+    tokens::VerifiedToken,
+    views::UserEntry,
+};
 
 /// The holder of a valid access token or API key, with the roles they hold now.
 #[derive(Debug, Clone)]
@@ -33,11 +38,22 @@ impl Principal {
         }
     }
 
-    pub fn roles(&self) -> &RoleList {
+    /// What the holder holds now, through the role graph.
+    pub fn grants(&self) -> &Grants {
         match self {
-            Principal::User { user, .. } => &user.effective_roles,
-            Principal::ApiKey(key) => &key.effective_roles,
+            Principal::User { user, .. } => &user.grants,
+            Principal::ApiKey(key) => &key.grants,
         }
+    }
+
+    /// The effective roles.
+    pub fn roles(&self) -> &RoleList {
+        &self.grants().roles
+    }
+
+    /// The effective permissions.
+    pub fn permissions(&self) -> &PermissionList {
+        &self.grants().permissions
     }
 
     /// Empty for an API key.
@@ -65,7 +81,11 @@ impl Principal {
     }
 
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles().iter().any(|r| r.as_ref() == role)
+        self.grants().has_role(role)
+    }
+
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.grants().has_permission(permission)
     }
 
     pub fn is_api_key(&self) -> bool {
@@ -73,7 +93,7 @@ impl Principal {
     }
 }
 
-/// CheckRole's answer.
+/// CheckRole's and CheckPermission's answer.
 #[derive(Debug, Clone)]
 pub struct RoleCheck {
     pub allowed: bool,

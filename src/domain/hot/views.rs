@@ -14,7 +14,7 @@ use dashmap::DashMap;
 
 use super::{
     api_keys::{ApiKeyEntry, ApiKeyTable, ApiKeyUse},
-    roles::{RoleCatalog, RoleList},
+    roles::{Grants, RoleCatalog},
 };
 use crate::store::{entities::api_key, UserWithRoles};
 
@@ -36,7 +36,10 @@ pub fn uuid_key(id: &str) -> Option<u128> {
 pub struct UserEntry {
     pub username: String,
     pub active: bool,
-    pub effective_roles: RoleList,
+    /// The roles granted directly, from which `grants` is computed again whenever
+    /// the role graph changes.
+    pub direct_roles: Vec<String>,
+    pub grants: Grants,
 }
 
 #[derive(Default)]
@@ -64,6 +67,28 @@ impl Views {
         self.catalog.store(Arc::new(catalog));
     }
 
+    /// Installs a new role graph and computes every user's and key's effective
+    /// grants again from their direct roles (a few hundred roles and thousands of
+    /// holders is milliseconds, once per change of the graph).
+    pub fn regrant(&self, catalog: RoleCatalog) {
+        let catalog = Arc::new(catalog);
+        self.catalog.store(catalog.clone());
+        for mut user in self.users.iter_mut() {
+            let entry = user.value();
+            let regranted = UserEntry {
+                username: entry.username.clone(),
+                active: entry.active,
+                grants: catalog.grants(&entry.direct_roles),
+                direct_roles: entry.direct_roles.clone(),
+            };
+            *user.value_mut() = Arc::new(regranted);
+        }
+        for mut key in self.api_keys.iter_mut() {
+            let regranted = key.value().regranted(&catalog);
+            *key.value_mut() = Arc::new(regranted);
+        }
+    }
+
     pub fn user(&self, id: &str) -> Option<Arc<UserEntry>> {
         self.users.get(id).map(|entry| entry.value().clone())
     }
@@ -72,7 +97,8 @@ impl Views {
         let entry = UserEntry {
             username: row.user.username.clone(),
             active: row.user.active,
-            effective_roles: self.catalog.load().effective(&row.roles),
+            grants: self.catalog.load().grants(&row.roles),
+            direct_roles: row.roles.clone(),
         };
         self.users.insert(row.user.id.clone(), Arc::new(entry));
     }
@@ -84,7 +110,8 @@ impl Views {
         let entry = UserEntry {
             username: String::new(),
             active: false,
-            effective_roles: self.catalog.load().effective::<&str>(&[]),
+            direct_roles: Vec::new(),
+            grants: Grants::default(),
         };
         self.users.insert(id.to_owned(), Arc::new(entry));
         if let Some(user) = uuid_key(id) {
@@ -150,9 +177,8 @@ impl Views {
             return;
         };
         if live {
-            let roles = self.catalog.load().effective(&row.role_list());
-            self.api_keys
-                .insert(digest, Arc::new(ApiKeyEntry::new(row, roles)));
+            let entry = ApiKeyEntry::new(row, &self.catalog.load());
+            self.api_keys.insert(digest, Arc::new(entry));
         }
     }
 

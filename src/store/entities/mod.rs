@@ -11,6 +11,8 @@ pub mod mfa_challenge;
 pub mod recovery_code;
 pub mod refresh_token;
 pub mod role;
+pub mod role_include;
+pub mod role_permission;
 pub mod session;
 pub mod signing_key;
 pub mod totp_credential;

@@ -1,4 +1,6 @@
-//! `roles`: the role hierarchy; each role includes the one named in `includes`.
+//! `roles`: the roles that exist. What each includes and carries is in
+//! `role_includes` and `role_permissions` (the first release's `includes` column is
+//! kept empty since migration 23).
 
 use sea_orm::entity::prelude::*;
 
@@ -7,10 +9,11 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub name: String,
-    /// The role directly below this one, which holders of this role also hold.
-    pub includes: Option<String>,
     /// Display order, lowest first.
     pub rank: i32,
+    pub description: String,
+    /// Seeded by a migration: may be updated, never deleted.
+    pub builtin: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,4 +1,4 @@
-//! Users, their directly granted roles, and the role hierarchy.
+//! Users and their directly granted roles (the roles themselves: `roles.rs`).
 
 mod identities;
 mod lifecycle;
@@ -17,7 +17,7 @@ use sea_orm::{
 
 use super::{
     changes::{self, ChangeKind},
-    entities::{identity_link, role, user, user_role},
+    entities::{identity_link, user, user_role},
     identity_links,
     locks::{self, AdvisoryLock},
     paging::Page,
@@ -52,6 +52,14 @@ pub struct UserWithRoles {
     pub user: user::Model,
     pub roles: Vec<String>,
     pub links: Vec<identity_link::Model>,
+}
+
+/// Which users ListUsers answers with; the default is every user.
+#[derive(Clone, Debug, Default)]
+pub struct UserFilter {
+    /// Only users granted one of these roles directly.
+    pub holding_any_of: Option<Vec<String>>,
+    pub active: Option<bool>,
 }
 
 /// Which of a username and an email is taken already.
@@ -191,14 +199,6 @@ impl Store {
             .collect())
     }
 
-    /// The role hierarchy.
-    pub async fn roles(&self) -> Result<Vec<role::Model>, StoreError> {
-        Ok(role::Entity::find()
-            .order_by_asc(role::Column::Rank)
-            .all(&self.reader)
-            .await?)
-    }
-
     #[tracing::instrument(name = "db.set_password_hash", skip_all)]
     pub async fn set_password_hash(
         &self,
@@ -215,9 +215,11 @@ impl Store {
         Ok(())
     }
 
-    /// Users after the `(created_at, id)` position `after`, oldest first.
+    /// Users after the `(created_at, id)` position `after` that pass `filter`,
+    /// oldest first.
     pub async fn list_users(
         &self,
+        filter: &UserFilter,
         after: Option<(i64, String)>,
         limit: u64,
     ) -> Result<Page<UserWithRoles>, StoreError> {
@@ -225,6 +227,17 @@ impl Store {
             .order_by_asc(user::Column::CreatedAt)
             .order_by_asc(user::Column::Id)
             .limit(limit + 1);
+        if let Some(roles) = &filter.holding_any_of {
+            let holders = sea_orm::sea_query::Query::select()
+                .column(user_role::Column::UserId)
+                .from(user_role::Entity)
+                .and_where(user_role::Column::Role.is_in(roles.iter().cloned()))
+                .to_owned();
+            query = query.filter(user::Column::Id.in_subquery(holders));
+        }
+        if let Some(active) = filter.active {
+            query = query.filter(user::Column::Active.eq(active));
+        }
         if let Some(after) = after {
             query = query.filter(super::paging::after(
                 user::Column::CreatedAt,

@@ -114,6 +114,18 @@ impl AuthClient {
             .map(|r| r.into_inner())
     }
 
+    /// CheckPermission's `allowed`, or the status code of the refusal.
+    pub async fn has_permission(&self, token: &str, permission: &str) -> Result<bool, Code> {
+        self.grpc()
+            .check_permission(pb::CheckPermissionRequest {
+                token: token.into(),
+                permission: permission.into(),
+            })
+            .await
+            .map(|r| r.into_inner().allowed)
+            .map_err(|status| status.code())
+    }
+
     /// CheckRole's `allowed`, or the status code of the refusal.
     pub async fn has_role(&self, token: &str, role: &str) -> Result<bool, Code> {
         self.check_role(token, role)
@@ -243,6 +255,7 @@ impl AdminClient {
             .list_users(pb::ListUsersRequest {
                 page_size,
                 page_token: page_token.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
@@ -287,6 +300,56 @@ impl AdminClient {
             .await
             .map(|r| r.into_inner().revoked)
             .map_err(|status| status.code())
+    }
+
+    /// CreateRole.
+    pub async fn create_role(
+        &self,
+        name: &str,
+        includes: &[&str],
+        permissions: &[&str],
+    ) -> Result<pb::Role, Status> {
+        self.grpc()
+            .create_role(pb::CreateRoleRequest {
+                name: name.into(),
+                description: format!("the {name} role"),
+                includes: includes.iter().map(|r| r.to_string()).collect(),
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner().role.expect("role"))
+    }
+
+    /// UpdateRole (description, includes and permissions all replaced).
+    pub async fn update_role(
+        &self,
+        name: &str,
+        includes: &[&str],
+        permissions: &[&str],
+    ) -> Result<pb::Role, Status> {
+        self.grpc()
+            .update_role(pb::UpdateRoleRequest {
+                name: name.into(),
+                description: format!("the {name} role"),
+                includes: includes.iter().map(|r| r.to_string()).collect(),
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner().role.expect("role"))
+    }
+
+    pub async fn delete_role(&self, name: &str) -> Result<(), Status> {
+        self.grpc()
+            .delete_role(pb::DeleteRoleRequest { name: name.into() })
+            .await
+            .map(drop)
+    }
+
+    pub async fn list_roles(&self) -> Result<Vec<pb::Role>, Status> {
+        self.grpc()
+            .list_roles(pb::ListRolesRequest {})
+            .await
+            .map(|r| r.into_inner().roles)
     }
 
     /// A key named `name` holding `roles`; `ttl_seconds` 0 means it does not expire.

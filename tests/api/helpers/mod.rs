@@ -42,6 +42,7 @@ use authd::grpc::pb;
 use authd::{clock::Clock, config::ServeConfig};
 use tokio::sync::OnceCell;
 use tonic::{transport::Channel, Code, Status};
+use tonic_types::StatusExt;
 
 pub use clients::{AdminClient, AuthClient, Bearer, UserClient};
 pub use db::TestDb;
@@ -370,4 +371,21 @@ pub fn token_claims(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url payload"))
         .expect("JSON claims")
+}
+
+/// Asserts INVALID_ARGUMENT naming `field`, in the message and as a BadRequest.
+pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "{what}: {}",
+        status.message()
+    );
+    let violations = status
+        .get_details_bad_request()
+        .expect("BadRequest details")
+        .field_violations;
+    assert_eq!(violations.len(), 1, "{what}");
+    assert_eq!(violations[0].field, field, "{what}");
 }
