@@ -51,6 +51,37 @@ async fn unlinking_keeps_a_way_in_and_delete_user_removes_the_links(db: TestDb) 
         .await
         .expect_err("not an admin");
     assert_eq!(status.code(), Code::PermissionDenied);
+    // It needs authd.users.write: a key holding only authd.users.read is refused,
+    // one holding authd.users.write gets as far as the rule above.
+    admin
+        .create_role("user-readers", &[], &["authd.users.read"])
+        .await
+        .expect("role");
+    admin
+        .create_role("user-writers", &[], &["authd.users.write"])
+        .await
+        .expect("role");
+    for (role, expected) in [
+        ("user-readers", Code::PermissionDenied),
+        ("user-writers", Code::FailedPrecondition),
+    ] {
+        let key = admin
+            .create_api_key(role, &[role], 0)
+            .await
+            .expect("key")
+            .api_key;
+        let status = w
+            .admin_as(&key)
+            .await
+            .grpc()
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                user_id: user.id.clone(),
+                provider: "test".into(),
+            })
+            .await
+            .expect_err(role);
+        assert_eq!(status.code(), expected, "{role}: {status:?}");
+    }
 
     // With a password it may go; the identity then reaches the account again only
     // through its verified email, which links it anew.
