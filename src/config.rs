@@ -10,8 +10,12 @@ use clap::{Args, Parser, Subcommand};
 pub use crate::telemetry::LogFormat;
 use crate::{
     domain::{
-        hot::HotSettings, oidc::providers, oidc::ProviderSettings, passwords::HashSettings,
-        retention::RetentionSettings, sealing::KeyEncryptionKey, AuthSettings,
+        hot::{HotSettings, WatchSettings},
+        oidc::{providers, ProviderSettings},
+        passwords::HashSettings,
+        retention::RetentionSettings,
+        sealing::KeyEncryptionKey,
+        AuthSettings,
     },
     listen::{tls::TlsFiles, ConnectionLimits},
     store::DatabaseSettings,
@@ -530,6 +534,17 @@ pub struct ServeConfig {
     // connections at 1,024 each added 37 MiB, where 10,000 each added 364 MiB.
     #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_concurrent_streams: u32,
+
+    /// WatchRevocations streams one replica serves at once (1 to 100000); one more
+    /// is answered RESOURCE_EXHAUSTED. They share one change-feed reader.
+    #[arg(long, env = "AUTHD_MAX_REVOCATION_WATCHERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_revocation_watchers: u32,
+
+    /// Changes a revocation watcher may fall behind the feed (16 to 1000000) before
+    /// it is dropped with ABORTED, to resume from its cursor; one ring of this many
+    /// is shared by all watchers.
+    #[arg(long, env = "AUTHD_REVOCATION_WATCH_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub revocation_watch_buffer: u32,
 }
 
 impl ServeConfig {
@@ -592,6 +607,10 @@ impl ServeConfig {
             access_ttl: self.access_token_ttl,
             max_staleness: self.max_staleness,
             token_cache_capacity: self.token_cache_capacity,
+            watch: WatchSettings {
+                max_watchers: self.max_revocation_watchers as usize,
+                buffer: self.revocation_watch_buffer as usize,
+            },
         }
     }
 

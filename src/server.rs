@@ -135,7 +135,7 @@ pub async fn run_with_clock(
             streams_end.cancel();
         }
     };
-    let health_service = EndOnDrainLayer::new(streams_end).layer(health_service);
+    let health_service = EndOnDrainLayer::new(streams_end.clone()).layer(health_service);
     let mut starting = Routes::builder();
     starting.add_service(health_service.clone());
     let routes = StartingRoutes::new(starting.routes().prepare());
@@ -200,7 +200,7 @@ pub async fn run_with_clock(
     };
     let mut full = Routes::builder();
     full.add_service(health_service);
-    routes.finish(grpc_routes(&domain, full)?);
+    routes.finish(grpc_routes(&domain, full, streams_end.clone())?);
 
     let background = CancellationToken::new();
     if let Some(certificates) = &certificates {
@@ -257,13 +257,18 @@ pub async fn run_with_clock(
 }
 
 /// Every gRPC service, routed by path: `routes` (health) and ours, and reflection.
-fn grpc_routes(domain: &Domain, mut routes: RoutesBuilder) -> anyhow::Result<Routes> {
+/// Long-lived responses (revocation streams) end when `streams_end` is cancelled.
+fn grpc_routes(
+    domain: &Domain,
+    mut routes: RoutesBuilder,
+    streams_end: CancellationToken,
+) -> anyhow::Result<Routes> {
     routes
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
             AuthenticateLayer::self_service(domain.sessions.clone()).layer(
-                AuthServiceServer::new(AuthApi::new(domain.clone()))
+                AuthServiceServer::new(AuthApi::new(domain.clone(), streams_end))
                     .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
             ),
         )

@@ -187,6 +187,14 @@ fn describe_metrics() {
         "authd_change_feed_errors_total",
         "Change-feed polls or reloads that failed (the database did not answer)."
     );
+    describe_gauge!(
+        "authd_revocation_watchers",
+        "WatchRevocations streams this replica serves now."
+    );
+    describe_counter!(
+        "authd_revocation_watchers_dropped_total",
+        "Revocation watchers ended because they fell a whole buffer behind the feed."
+    );
     describe_counter!(
         "authd_token_cache_hits_total",
         "Access tokens answered from the verified-token cache."

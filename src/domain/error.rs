@@ -42,6 +42,15 @@ pub enum DomainError {
     /// provider's keys); the message says which, never a secret.
     #[error("{0}")]
     ProviderUnavailable(String),
+    /// A bound on what one replica serves was reached (the message names it).
+    #[error("{0}")]
+    LimitReached(String),
+    /// A position outside what can be served, such as a pruned cursor.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A long-lived call was ended; the message says how to go on.
+    #[error("{0}")]
+    Aborted(String),
     /// Anything unexpected; logged with a reference id, never shown in detail.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

@@ -132,6 +132,7 @@ impl Domain {
         metrics::gauge!("authd_ended_sessions_tracked").set(hot.ended_sessions as f64);
         metrics::gauge!("authd_token_cache_entries").set(hot.cached_tokens as f64);
         metrics::gauge!("authd_live_sessions").set(hot.live_sessions as f64);
+        metrics::gauge!("authd_revocation_watchers").set(hot.revocation_watchers as f64);
         let pool = self.context.store.pool_stats();
         metrics::gauge!("authd_db_pool_connections", "state" => "idle").set(pool.idle as f64);
         metrics::gauge!("authd_db_pool_connections", "state" => "in_use")

@@ -2,12 +2,14 @@
 //! methods arrive with the user [`super::authenticate::AuthenticateLayer`]
 //! authorised; the others need no credentials.
 
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
     authenticate::user_caller,
     convert,
     pb::{self, auth_service_server::AuthService},
+    revocation_stream::{self, RevocationMessages},
 };
 use crate::domain::{
     accounts::Registration,
@@ -18,11 +20,13 @@ use crate::domain::{
 
 pub struct AuthApi {
     domain: Domain,
+    /// Cancelled when the server starts draining: revocation streams end then.
+    draining: CancellationToken,
 }
 
 impl AuthApi {
-    pub fn new(domain: Domain) -> Self {
-        AuthApi { domain }
+    pub fn new(domain: Domain, draining: CancellationToken) -> Self {
+        AuthApi { domain, draining }
     }
 }
 
@@ -135,6 +139,23 @@ impl AuthService for AuthApi {
             tokens: Some(convert::token_pair(logged_in.tokens)),
             user: Some(convert::user(logged_in.user)),
         }))
+    }
+
+    type WatchRevocationsStream = RevocationMessages;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let events = self
+            .domain
+            .hot
+            .watch_revocations(&request.get_ref().after)
+            .await?;
+        Ok(Response::new(revocation_stream::messages(
+            events,
+            self.draining.clone(),
+        )))
     }
 
     async fn refresh(

@@ -5,7 +5,7 @@ use prost_types::Timestamp;
 use super::pb;
 use crate::domain::{
     accounts::{IssuedTokens, LoginOutcome},
-    hot::Principal,
+    hot::{Principal, RevocationEvent, RevocationKind},
     model::{ApiKey, AuditRecord, IdentityLink, Role, Session, User},
     DomainError,
 };
@@ -148,5 +148,25 @@ pub fn role(role: Role) -> pb::Role {
         includes: role.includes,
         permissions: role.permissions,
         builtin: role.builtin,
+    }
+}
+
+pub fn revocation_event(event: RevocationEvent) -> pb::RevocationEvent {
+    use pb::revocation_event::Kind;
+    let kind = match event.kind {
+        RevocationKind::SessionEnded => Kind::SessionEnded,
+        RevocationKind::UserDisabled => Kind::UserDisabled,
+        RevocationKind::UserDeleted => Kind::UserDeleted,
+        RevocationKind::UserRolesChanged => Kind::UserRolesChanged,
+        RevocationKind::RoleChanged => Kind::RoleChanged,
+        RevocationKind::ApiKeyRevoked => Kind::ApiKeyRevoked,
+        RevocationKind::SigningKeysChanged => Kind::SigningKeysChanged,
+        RevocationKind::SnapshotComplete => Kind::SnapshotComplete,
+    };
+    pb::RevocationEvent {
+        cursor: event.cursor.to_string(),
+        kind: kind as i32,
+        subject_id: event.subject_id,
+        occurred_at: Some(timestamp_ms(event.occurred_at_ms)),
     }
 }

@@ -1,8 +1,9 @@
 //! The message limit's status. tonic refuses a request over
 //! `max_decoding_message_size` with `OUT_OF_RANGE`; gRPC's code for "too large" is
 //! `RESOURCE_EXHAUSTED`, and that is what API.md promises callers, with the limit
-//! named. This layer turns the one into the other. No authd method answers
-//! `OUT_OF_RANGE` for any other reason, so the rewrite cannot hide another error.
+//! named. This layer turns the one into the other, and only that one (known by
+//! tonic's message): `WatchRevocations` answers `OUT_OF_RANGE` for a cursor too
+//! old to resume.
 
 use std::{
     future::Future,
@@ -49,7 +50,7 @@ where
         Box::pin(async move {
             let response = response.await?;
             // A refused request is answered trailers-only: the status is in the headers.
-            if header_code(&response) == Some(Code::OutOfRange) {
+            if is_too_large(&response) {
                 return Ok(too_large().into_http());
             }
             Ok(response)
@@ -57,9 +58,14 @@ where
     }
 }
 
-fn header_code(response: &http::Response<Body>) -> Option<Code> {
-    let value = response.headers().get("grpc-status")?.to_str().ok()?;
-    Some(Code::from_i32(value.parse().ok()?))
+/// tonic's refusal of a request over the decoding limit.
+fn is_too_large(response: &http::Response<Body>) -> bool {
+    Status::from_header_map(response.headers()).is_some_and(|status| {
+        status.code() == Code::OutOfRange
+            && status
+                .message()
+                .contains("decoded message length too large")
+    })
 }
 
 fn too_large() -> Status {

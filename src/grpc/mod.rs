@@ -12,6 +12,7 @@ pub mod message_limit;
 mod methods;
 pub mod metrics;
 pub mod observe;
+mod revocation_stream;
 pub mod starting;
 pub mod status;
 

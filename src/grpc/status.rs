@@ -31,7 +31,11 @@ impl From<DomainError> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
-            DomainError::Overloaded => Status::resource_exhausted(message),
+            DomainError::Overloaded | DomainError::LimitReached(_) => {
+                Status::resource_exhausted(message)
+            }
+            DomainError::OutOfRange(_) => Status::out_of_range(message),
+            DomainError::Aborted(_) => Status::aborted(message),
             DomainError::Unavailable | DomainError::ProviderUnavailable(_) => {
                 Status::unavailable(message)
             }

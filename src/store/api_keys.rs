@@ -79,7 +79,7 @@ impl Store {
         changes::append(
             &txn,
             self.backend,
-            ChangeKind::ApiKey,
+            ChangeKind::ApiKeyCreated,
             &row.id,
             row.created_at,
         )
@@ -136,7 +136,7 @@ impl Store {
             .await?
             .rows_affected;
         if revoked > 0 {
-            changes::append(&txn, self.backend, ChangeKind::ApiKey, id, now_ms).await?;
+            changes::append(&txn, self.backend, ChangeKind::ApiKeyRevoked, id, now_ms).await?;
         }
         let key = api_key::Entity::find_by_id(id).one(&txn).await?;
         txn.commit().await?;

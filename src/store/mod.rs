@@ -24,6 +24,7 @@ mod mfa;
 mod notifications;
 mod paging;
 mod prune;
+mod revocations;
 mod roles;
 mod sessions;
 mod users;
@@ -41,6 +42,7 @@ pub use mfa::{Confirmation, Enrolment};
 pub use notifications::ChangeNotifications;
 pub use paging::Page;
 pub use prune::{PruneBatch, PruneCutoffs, PruneLease, PruneStep, PrunedRows};
+pub use revocations::Revoked;
 pub use roles::{RoleDefinition, RoleEdit, RoleGraphState};
 pub use sessions::{
     EndedSession, LiveSession, NewSession, RefreshSpend, Rotation, SessionEnd, SessionState,

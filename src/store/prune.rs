@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, DeleteMany, EntityTrait,
-    QueryFilter, QuerySelect, RuntimeErr, Statement,
+    QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Statement,
 };
 use sqlx::{ConnectOptions, Connection};
 
@@ -145,7 +145,13 @@ impl Store {
             PruneStep::SpentRefreshTokens => self.prune_spent_refresh_tokens(cutoffs, limit).await,
             PruneStep::Sessions => self.prune_sessions(cutoffs, limit).await,
             PruneStep::Changes => {
-                let stale = change::Column::CreatedAt.lt(cutoffs.changes_before);
+                // A prefix of the feed, never its newest row: a watcher's cursor is
+                // then resumable exactly when no row after it is gone, which the
+                // oldest row kept tells (`Store::oldest_change`).
+                let Some(through) = self.prunable_changes(cutoffs.changes_before).await? else {
+                    return Ok(rows(PrunedRows::default(), false));
+                };
+                let stale = change::Column::Seq.lte(through);
                 let (deleted, more) = self
                     .prune_by_key::<change::Entity, i64>(
                         change::Column::Seq,
@@ -342,6 +348,31 @@ impl Store {
 
     /// Up to `limit` primary keys of the rows of `E` matching `condition`, read from
     /// the reader (no write lock). No ORDER BY: the condition's index finds them.
+    /// The last sequence number that may go: the highest written before `before`,
+    /// and below the newest row. `None` when nothing may go.
+    async fn prunable_changes(&self, before: i64) -> Result<Option<i64>, StoreError> {
+        let highest = |query: sea_orm::Select<change::Entity>| {
+            query
+                .select_only()
+                .column_as(change::Column::Seq.max(), "max")
+                .into_tuple::<Option<i64>>()
+        };
+        let stale = highest(change::Entity::find().filter(change::Column::CreatedAt.lt(before)))
+            .one(&self.reader)
+            .await?
+            .flatten();
+        let newest = highest(change::Entity::find())
+            .one(&self.reader)
+            .await?
+            .flatten();
+        Ok(match (stale, newest) {
+            (Some(stale), Some(newest)) => Some(stale.min(newest - 1)),
+            _ => None,
+        })
+    }
+
+    /// Primary keys of rows matching `condition`, lowest first (so that pruning the
+    /// change feed removes a prefix of it, batch by batch).
     async fn keys<E, K>(
         &self,
         condition: impl sea_orm::sea_query::IntoCondition,
@@ -353,7 +384,7 @@ impl Store {
     {
         let mut query = E::find().select_only();
         for column in primary_key_columns::<E>() {
-            query = query.column(column);
+            query = query.column(column).order_by_asc(column);
         }
         Ok(query
             .filter(condition)

@@ -400,17 +400,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         let txn = self.begin_write().await?;
-        let ended = end_user_sessions(&txn, user_id, None, reason, now_ms).await?;
-        if ended > 0 {
-            changes::append(
-                &txn,
-                self.backend,
-                ChangeKind::UserSessionsEnded,
-                user_id,
-                now_ms,
-            )
-            .await?;
-        }
+        let ended = end_user_sessions(&txn, self.backend, user_id, None, reason, now_ms).await?;
         txn.commit().await?;
         Ok(ended)
     }
@@ -635,23 +625,46 @@ async fn end_session(
     Ok(ended > 0)
 }
 
-/// Ends every live, unexpired session of a user but `keep`; answers how many.
+/// Sessions ended by one statement of [`end_user_sessions`].
+const ENDED_PER_STATEMENT: usize = 500;
+
+/// Ends every live, unexpired session of a user but `keep`, and appends a
+/// `session_ended` change for each; answers how many ended. The sessions are locked
+/// first (`FOR UPDATE`; SQLite holds the write lock already), so exactly the ones
+/// this call ended get a change row, whatever ends concurrently.
 pub(super) async fn end_user_sessions(
-    db: &impl ConnectionTrait,
+    txn: &DatabaseTransaction,
+    backend: Backend,
     user_id: &str,
     keep: Option<&str>,
     reason: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let mut statement = session::Entity::update_many()
-        .col_expr(session::Column::EndedAt, Expr::value(now_ms))
-        .col_expr(session::Column::EndReason, Expr::value(reason))
-        .col_expr(session::Column::TokensExpireBy, latest_token_expiry())
+    let mut live = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::EndedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now_ms));
     if let Some(keep) = keep {
-        statement = statement.filter(session::Column::Id.ne(keep));
+        live = live.filter(session::Column::Id.ne(keep));
     }
-    Ok(statement.exec(db).await?.rows_affected)
+    let ids: Vec<String> = live.lock_exclusive().into_tuple().all(txn).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut ended = 0;
+    // In chunks: a user may hold more sessions than a statement may have parameters.
+    for chunk in ids.chunks(ENDED_PER_STATEMENT) {
+        ended += session::Entity::update_many()
+            .col_expr(session::Column::EndedAt, Expr::value(now_ms))
+            .col_expr(session::Column::EndReason, Expr::value(reason))
+            .col_expr(session::Column::TokensExpireBy, latest_token_expiry())
+            .filter(session::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .exec(txn)
+            .await?
+            .rows_affected;
+    }
+    changes::append_each(txn, backend, ChangeKind::SessionEnded, &ids, now_ms).await?;
+    Ok(ended)
 }

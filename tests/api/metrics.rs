@@ -15,7 +15,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use crate::helpers::{eventually, TestApp, TestDb};
 
 /// One `/metrics` body.
-struct Scrape(String);
+pub(crate) struct Scrape(String);
 
 /// One sample line: `name{labels} value`.
 struct Sample {
@@ -26,7 +26,12 @@ struct Sample {
 
 impl Scrape {
     async fn of(app: &TestApp) -> Scrape {
-        let response = reqwest::get(format!("http://{}/metrics", app.http_addr()))
+        Scrape::at(app.http_addr()).await
+    }
+
+    /// The metrics of the server whose HTTP listener is at `http_addr`.
+    pub(crate) async fn at(http_addr: std::net::SocketAddr) -> Scrape {
+        let response = reqwest::get(format!("http://{http_addr}/metrics"))
             .await
             .expect("GET /metrics");
         assert!(response.status().is_success(), "{response:?}");
@@ -50,7 +55,7 @@ impl Scrape {
     }
 
     /// [`Scrape::value`], 0 when absent (a counter not yet incremented).
-    fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or(0.0)
     }
 

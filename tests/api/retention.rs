@@ -56,13 +56,6 @@ async fn count_where(db: &TestDb, table: &str, filter: &str) -> i64 {
         .expect("count rows")
 }
 
-async fn execute(db: &TestDb, sql: &str) {
-    sqlx::query(sql)
-        .execute(&mut db.sql().await)
-        .await
-        .expect(sql);
-}
-
 fn session_of(tokens: &pb::TokenPair) -> String {
     token_claims(&tokens.access_token)["sid"]
         .as_str()
@@ -259,14 +252,12 @@ async fn sessions_past_their_absolute_end_go_whether_ended_or_not(db: TestDb) {
     let ended = app.login("carol").await;
     app.logout(&ended.refresh_token).await.expect("logout");
     app.stop().await;
-    execute(
-        &app.db,
-        &format!(
+    app.db
+        .execute(&format!(
             "UPDATE sessions SET tokens_expire_by = NULL WHERE id = '{}'",
             session_of(&ended)
-        ),
-    )
-    .await;
+        ))
+        .await;
 
     let mut pruner = pruner(app.config(), &app.clock).await;
     app.clock.advance(minutes(19));
@@ -318,32 +309,23 @@ async fn stale_failures_old_changes_and_old_audit_rows_go(db: TestDb) {
         ),
     ];
     for (name, locked_until, updated_at, _) in &failures {
-        execute(
-            &db,
-            &format!(
-                "INSERT INTO login_failures (username_lc, failures, locked_until, updated_at) \
+        db.execute(&format!(
+            "INSERT INTO login_failures (username_lc, failures, locked_until, updated_at) \
                  VALUES ('{name}', 3, {locked_until}, {updated_at})"
-            ),
-        )
+        ))
         .await;
     }
     for (subject, at) in [("old", now - 26 * minute), ("young", now - 24 * minute)] {
-        execute(
-            &db,
-            &format!(
-                "INSERT INTO changes (kind, subject, created_at) VALUES ('user', '{subject}', {at})"
-            ),
-        )
+        db.execute(&format!(
+            "INSERT INTO changes (kind, subject, created_at) VALUES ('user', '{subject}', {at})"
+        ))
         .await;
     }
     for (detail, at) in [("old", now - 61 * minute), ("young", now - 59 * minute)] {
-        execute(
-            &db,
-            &format!(
-                "INSERT INTO audit_events (at, action, outcome, detail) \
+        db.execute(&format!(
+            "INSERT INTO audit_events (at, action, outcome, detail) \
                  VALUES ({at}, 'login', 'failed', '{detail}')"
-            ),
-        )
+        ))
         .await;
     }
 

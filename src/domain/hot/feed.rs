@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::{broadcast, watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    store::{ChangeKind, Store, StoreError},
+    store::{ChangeKind, ChangeRow, Store, StoreError},
 };
 
 const POLL_BATCH: u64 = 500;
@@ -71,6 +71,20 @@ pub(super) struct ChangeFeed {
     max_staleness_ms: i64,
     /// Whether this replica can answer the hot path (see the module docs).
     ready: watch::Sender<bool>,
+    /// Every row applied by a poll, in order, for the revocation watchers: one
+    /// bounded ring shared by all of them, so a slow one falls behind (and is
+    /// dropped) instead of holding the feed up.
+    applied: broadcast::Sender<FeedSignal>,
+}
+
+/// What the feed tells the revocation watchers.
+#[derive(Clone, Debug)]
+pub(super) enum FeedSignal {
+    /// A row was applied; rows come in sequence order.
+    Applied(Arc<ChangeRow>),
+    /// The views were loaded whole again (after the database was unreachable):
+    /// rows may have passed unannounced, so watchers read them from the table.
+    Reloaded,
 }
 
 impl ChangeFeed {
@@ -80,8 +94,10 @@ impl ChangeFeed {
         views: Arc<Views>,
         keys: Arc<KeyRing>,
         max_staleness_ms: i64,
+        watch_buffer: usize,
     ) -> Self {
         ChangeFeed {
+            applied: broadcast::Sender::new(watch_buffer.max(1)),
             writes_ok: store.writes_ok(),
             store,
             clock,
@@ -96,6 +112,11 @@ impl ChangeFeed {
             max_staleness_ms,
             ready: watch::Sender::new(false),
         }
+    }
+
+    /// The broadcast of the rows this replica's polls apply (subscribe to follow).
+    pub fn announcer(&self) -> broadcast::Sender<FeedSignal> {
+        self.applied.clone()
     }
 
     /// Follows whether this replica can answer the hot path.
@@ -184,6 +205,8 @@ impl ChangeFeed {
             .replace_api_keys(&self.store.live_api_keys(now_ms).await?, now_ms);
         self.keys.load(&self.store, now_ms).await?;
         *cursor = latest;
+        // Nobody listens at start-up; after an outage, watchers catch up.
+        let _ = self.applied.send(FeedSignal::Reloaded);
         self.views.mark_synced(now_ms);
         self.mark_reads_up();
         self.publish_database_up();
@@ -247,10 +270,19 @@ impl ChangeFeed {
     async fn apply_locked(&self, kind: ChangeKind, subject: &str) -> Result<(), StoreError> {
         let now_ms = self.clock.now_ms();
         match kind {
-            ChangeKind::User => match self.store.find_user(subject).await? {
+            ChangeKind::User
+            | ChangeKind::UserUpdated
+            | ChangeKind::UserDisabled
+            | ChangeKind::UserDeleted
+            | ChangeKind::UserRoles => match self.store.find_user(subject).await? {
                 Some(user) => self.views.put_user(&user),
                 None => self.views.forget_user(subject),
             },
+            ChangeKind::Role => {
+                // Effective grants of every holder may change with one definition.
+                let graph = self.store.role_graph().await?;
+                self.views.regrant(RoleCatalog::from_definitions(&graph));
+            }
             ChangeKind::SessionEnded => {
                 let state = self.store.session_state(subject).await?;
                 if let Some(until) = state.and_then(|state| state.ended_until) {
@@ -264,13 +296,11 @@ impl ChangeFeed {
                 }
             }
             ChangeKind::SigningKeys => self.keys.load(&self.store, now_ms).await?,
-            ChangeKind::ApiKey => match self.store.find_api_key(subject).await? {
-                Some(key) => self.views.put_api_key(&key, now_ms),
-                None => self.views.remove_api_key(subject),
-            },
-            ChangeKind::Role => {
-                let graph = self.store.role_graph().await?;
-                self.views.regrant(RoleCatalog::from_definitions(&graph));
+            ChangeKind::ApiKey | ChangeKind::ApiKeyCreated | ChangeKind::ApiKeyRevoked => {
+                match self.store.find_api_key(subject).await? {
+                    Some(key) => self.views.put_api_key(&key, now_ms),
+                    None => self.views.remove_api_key(subject),
+                }
             }
         }
         Ok(())
@@ -307,10 +337,13 @@ impl ChangeFeed {
                     self.apply_locked(kind, &change.subject).await?;
                 }
                 *cursor = change.seq;
+                let created_at_ms = change.created_at_ms;
+                // No watcher listening is no error.
+                let _ = self.applied.send(FeedSignal::Applied(Arc::new(change)));
                 applied += 1;
                 // Clocks of replicas differ a little: a change "from the future" is
                 // no lag.
-                let lag_ms = now_ms.saturating_sub(change.created_at_ms).max(0);
+                let lag_ms = now_ms.saturating_sub(created_at_ms).max(0);
                 metrics::histogram!("authd_change_feed_lag_seconds").record(lag_ms as f64 / 1000.0);
                 metrics::counter!("authd_change_feed_applied_total").increment(1);
             }

@@ -16,9 +16,11 @@ mod api_keys;
 mod feed;
 mod keys;
 mod principal;
+mod revocations;
 mod roles;
 mod tokens;
 mod views;
+mod watchers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,9 +30,11 @@ use tokio_util::sync::CancellationToken;
 pub use super::signing_keys::SIGNING_ALGORITHM;
 pub use api_keys::{ApiKeyUse, KEY_SCHEME};
 pub use principal::{Principal, RoleCheck};
+pub use revocations::{Cursor, RevocationEvent, RevocationKind};
 pub use roles::{Grants, PermissionList, RoleCatalog, RoleList, ADMIN_ROLE};
 pub use tokens::{AccessGrant, MAX_TOKEN_BYTES};
 pub use views::UserEntry;
+pub use watchers::{RevocationStream, WatchSettings};
 
 use self::{
     api_keys::{looks_like_api_key, ApiKeyEntry, MAX_KEY_BYTES},
@@ -38,6 +42,7 @@ use self::{
     keys::KeyRing,
     tokens::{AccessTokens, Rejection, VerifiedToken},
     views::Views,
+    watchers::Watchers,
 };
 use super::{
     error::{DomainError, DomainResult},
@@ -62,6 +67,8 @@ pub struct HotSettings {
     pub token_cache_capacity: u64,
     /// Opens the private signing keys sealed at rest (`AUTHD_KEY_ENCRYPTION_KEY`).
     pub key_encryption: Option<KeyEncryptionKey>,
+    /// The revocation stream's bounds.
+    pub watch: WatchSettings,
 }
 
 /// The state of the memory, for the gauges.
@@ -72,6 +79,8 @@ pub struct HotStats {
     /// Sessions started and not ended, as far as this replica knows.
     pub live_sessions: usize,
     pub cached_tokens: u64,
+    /// Revocation watchers connected.
+    pub revocation_watchers: usize,
 }
 
 /// The hot path's one owner. Cheap to clone; every clone shares the same memory.
@@ -87,6 +96,7 @@ struct Inner {
     keys: Arc<KeyRing>,
     tokens: AccessTokens,
     feed: ChangeFeed,
+    watchers: Watchers,
     max_staleness_ms: i64,
 }
 
@@ -110,8 +120,15 @@ impl HotPath {
             views.clone(),
             keys.clone(),
             max_staleness_ms,
+            settings.watch.buffer,
         );
         feed.load().await?;
+        let watchers = Watchers::new(
+            store.clone(),
+            clock.clone(),
+            settings.watch,
+            settings.access_ttl,
+        );
         let tokens = AccessTokens::new(
             &settings.issuer,
             &settings.audience,
@@ -126,6 +143,7 @@ impl HotPath {
                 keys,
                 tokens,
                 feed,
+                watchers,
                 max_staleness_ms,
             }),
         })
@@ -253,6 +271,18 @@ impl HotPath {
         self.inner.feed.ready()
     }
 
+    /// The revocation stream after `after` (a cursor from an earlier event, or
+    /// empty: a snapshot first), fanned out from this replica's change feed. See
+    /// `watchers.rs` for its bounds and the statuses that end it.
+    pub async fn watch_revocations(&self, after: &str) -> DomainResult<RevocationStream> {
+        self.ensure_fresh(self.inner.clock.now_ms())?;
+        let inner = &*self.inner;
+        inner
+            .watchers
+            .watch(&inner.feed, inner.feed.ready(), after)
+            .await
+    }
+
     /// Follows the change feed every `interval` until `shutdown`.
     pub async fn follow_feed(&self, interval: Duration, shutdown: CancellationToken) {
         self.inner.feed.run(interval, shutdown).await;
@@ -289,6 +319,7 @@ impl HotPath {
             ended_sessions: inner.views.ended_session_count(),
             live_sessions: inner.views.live_session_count(),
             cached_tokens: inner.tokens.cached(),
+            revocation_watchers: inner.watchers.count(),
         }
     }
 

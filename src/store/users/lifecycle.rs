@@ -99,7 +99,7 @@ impl Store {
         changes::append(
             &txn,
             self.backend,
-            ChangeKind::User,
+            ChangeKind::UserUpdated,
             &update.user_id,
             update.now_ms,
         )
@@ -152,7 +152,7 @@ impl Store {
             .exec(&txn)
             .await?;
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
-        changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+        changes::append(&txn, self.backend, ChangeKind::UserDeleted, user_id, now_ms).await?;
         txn.commit().await?;
         Ok(Erasure::Erased)
     }
@@ -201,10 +201,8 @@ pub(in crate::store) async fn set_password_ending_sessions(
         return Ok(PasswordSet::NoSuchUser);
     }
     let ended =
-        super::super::sessions::end_user_sessions(txn, user_id, keep, reason, now_ms).await?;
-    if ended > 0 {
-        changes::append(txn, backend, ChangeKind::UserSessionsEnded, user_id, now_ms).await?;
-    }
+        super::super::sessions::end_user_sessions(txn, backend, user_id, keep, reason, now_ms)
+            .await?;
     Ok(PasswordSet::Done {
         sessions_ended: ended,
     })

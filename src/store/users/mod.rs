@@ -297,7 +297,7 @@ impl Store {
         .await?;
         if inserted > 0 {
             touch_user(&txn, user_id, now_ms).await?;
-            changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+            changes::append(&txn, self.backend, ChangeKind::UserRoles, user_id, now_ms).await?;
         }
         txn.commit().await?;
         Ok(())
@@ -327,7 +327,7 @@ impl Store {
                 return Ok(Withdrawal::RefusedLastHolder);
             }
             touch_user(&txn, user_id, now_ms).await?;
-            changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+            changes::append(&txn, self.backend, ChangeKind::UserRoles, user_id, now_ms).await?;
         }
         txn.commit().await?;
         Ok(Withdrawal::Done)
@@ -362,20 +362,22 @@ impl Store {
                 txn.rollback().await?;
                 return Ok(Activation::RefusedLastHolder);
             }
-            ended = super::sessions::end_user_sessions(&txn, user_id, None, "deactivated", now_ms)
-                .await?;
-            if ended > 0 {
-                changes::append(
-                    &txn,
-                    self.backend,
-                    ChangeKind::UserSessionsEnded,
-                    user_id,
-                    now_ms,
-                )
-                .await?;
-            }
+            ended = super::sessions::end_user_sessions(
+                &txn,
+                self.backend,
+                user_id,
+                None,
+                "deactivated",
+                now_ms,
+            )
+            .await?;
         }
-        changes::append(&txn, self.backend, ChangeKind::User, user_id, now_ms).await?;
+        let kind = if active {
+            ChangeKind::UserUpdated
+        } else {
+            ChangeKind::UserDisabled
+        };
+        changes::append(&txn, self.backend, kind, user_id, now_ms).await?;
         txn.commit().await?;
         Ok(Activation::Done {
             sessions_ended: ended,
@@ -447,5 +449,5 @@ pub(in crate::store) async fn insert_user_rows(
         .exec_without_returning(txn)
         .await?;
     }
-    changes::append(txn, backend, ChangeKind::User, &new.id, new.now_ms).await
+    changes::append(txn, backend, ChangeKind::UserUpdated, &new.id, new.now_ms).await
 }

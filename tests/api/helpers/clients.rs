@@ -134,6 +134,19 @@ impl AuthClient {
             .map_err(|status| status.code())
     }
 
+    /// WatchRevocations after `after` (empty: a snapshot first).
+    pub async fn watch_revocations(
+        &self,
+        after: &str,
+    ) -> Result<tonic::Streaming<pb::RevocationEvent>, Status> {
+        self.grpc()
+            .watch_revocations(pb::WatchRevocationsRequest {
+                after: after.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// The JWK Set as GetJwks answers it.
     pub async fn jwks(&self) -> String {
         self.grpc()

@@ -68,6 +68,14 @@ impl TestDb {
             .expect("connect to test database")
     }
 
+    /// Runs one statement (tests that set up rows the API cannot make).
+    pub async fn execute(&self, sql: &str) {
+        sqlx::query(sql)
+            .execute(&mut self.sql().await)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
     /// `SELECT COUNT(*) FROM table`.
     pub async fn count(&self, table: &str) -> i64 {
         use sqlx::Row;

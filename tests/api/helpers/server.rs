@@ -92,6 +92,8 @@ pub fn free_port() -> u16 {
 /// `authd serve` as a separate process (a second replica), killed on drop.
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// Its HTTP listener (JWKS, metrics of this process alone).
+    pub http_addr: SocketAddr,
     pub child: tokio::process::Child,
 }
 
@@ -101,12 +103,13 @@ impl ServerProcess {
     pub async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> ServerProcess {
         let (port, http_port) = (free_port(), free_port());
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let http_addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_authd"));
         command
             .arg("serve")
             .env("AUTHD_DATABASE_URL", &db.url)
             .env("AUTHD_LISTEN", addr.to_string())
-            .env("AUTHD_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("AUTHD_HTTP_LISTEN", http_addr.to_string())
             .env("AUTHD_CHANGE_POLL_INTERVAL", "200ms")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
@@ -116,7 +119,11 @@ impl ServerProcess {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn authd serve");
-        let process = ServerProcess { addr, child };
+        let process = ServerProcess {
+            addr,
+            http_addr,
+            child,
+        };
         wait_until_serving(process.addr, 400, "authd serve process").await;
         process
     }
