@@ -11,6 +11,7 @@ pub use crate::telemetry::LogFormat;
 use crate::{
     domain::{
         hot::{HotSettings, WatchSettings},
+        oidc::{providers, ProviderSettings},
         passwords::HashSettings,
         retention::RetentionSettings,
         sealing::KeyEncryptionKey,
@@ -491,6 +492,13 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_MFA_TOKEN_TTL", default_value = "5m", value_parser = parse_duration)]
     pub mfa_token_ttl: Duration,
 
+    /// A JSON file listing the OpenID Connect providers whose ID tokens
+    /// LoginWithIdToken exchanges for sessions: `[{"name", "issuer", "audiences":
+    /// [...], "jwks_uri" (optional), "create_users" (bool)}]`. Read at start; a bad
+    /// file stops it. Default: none (LoginWithIdToken knows no provider).
+    #[arg(long, env = "AUTHD_OIDC_PROVIDERS_FILE", value_name = "FILE")]
+    pub oidc_providers_file: Option<PathBuf>,
+
     /// How long `serve` waits at start for a PostgreSQL database that does not
     /// answer (retrying with backoff, liveness SERVING meanwhile) before it exits.
     /// `0s` gives up at the first failure.
@@ -561,6 +569,18 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The identity providers of `AUTHD_OIDC_PROVIDERS_FILE` (none when unset). A
+    /// file that cannot be read or is not valid is an error of one line naming the
+    /// setting, the provider and the field.
+    pub fn oidc_providers(&self) -> anyhow::Result<Vec<ProviderSettings>> {
+        let Some(path) = &self.oidc_providers_file else {
+            return Ok(Vec::new());
+        };
+        let setting = || format!("AUTHD_OIDC_PROVIDERS_FILE ({})", path.display());
+        let text = std::fs::read_to_string(path).with_context(setting)?;
+        providers::parse(&text).map_err(|problem| anyhow::anyhow!("{}: {problem}", setting()))
     }
 
     pub fn auth_settings(&self) -> AuthSettings {

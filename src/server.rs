@@ -30,7 +30,10 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use crate::{
     clock::Clock,
     config::ServeConfig,
-    domain::{hot::HotPath, passwords::PasswordHasher, signing_keys, totp, Domain},
+    domain::{
+        hot::HotPath, oidc::IdentityProviders, passwords::PasswordHasher, signing_keys, totp,
+        Domain,
+    },
     grpc::{
         self,
         admin_service::AdminApi,
@@ -88,6 +91,7 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // Settings that stop start-up are checked before the database is touched.
+    config.oidc_providers()?;
     let certificates = match config.tls.files()? {
         Some(files) => Some(Arc::new(Certificates::load(files)?)),
         None => None,
@@ -353,6 +357,7 @@ struct DatabaseUnreachable(String);
 /// builds the slow path around them (the domain).
 pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain> {
     let kek = config.database.key_encryption.load()?;
+    let providers = IdentityProviders::new(config.oidc_providers()?)?;
     let settings = config.database.settings();
     let waitable = settings.url.starts_with("postgres");
     let store = Store::open(&settings).await.map_err(|e| {
@@ -385,7 +390,7 @@ pub async fn build(config: &ServeConfig, clock: Clock) -> anyhow::Result<Domain>
     let hasher = PasswordHasher::new(&config.hashing.settings())?;
     let mut settings = config.auth_settings();
     settings.key_encryption = kek;
-    Ok(Domain::new(store, hot, hasher, settings, clock))
+    Ok(Domain::new(store, hot, hasher, settings, providers, clock))
 }
 
 /// Readiness follows whether this replica can answer the hot path (its views are

@@ -18,6 +18,7 @@ mod m20261201_000011_add_account_lifecycle;
 mod m20261201_000012_audit_peer_identity;
 mod m20261201_000020_index_audit_subjects;
 mod m20261201_000021_add_second_factor;
+mod m20261201_000022_add_identity_links;
 mod m20261201_000023_roles_as_data;
 
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_audit_peer_identity::Migration),
             Box::new(m20261201_000020_index_audit_subjects::Migration),
             Box::new(m20261201_000021_add_second_factor::Migration),
+            Box::new(m20261201_000022_add_identity_links::Migration),
             Box::new(m20261201_000023_roles_as_data::Migration),
         ]
     }

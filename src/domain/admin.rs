@@ -1,7 +1,8 @@
 //! User administration for AdminService: who may call it (a user's access token
 //! or an API key holding the method's permission now), and what they may do: look users up,
 //! page through them, change and erase them, grant and take roles, deactivate and
-//! reactivate, list and end sessions. Nobody can remove the last active admin.
+//! reactivate, list and end sessions, unlink identities. Nobody can remove the last
+//! active admin, nor an account's last way in.
 
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ use super::{
     validation::{self, Email, FullName},
 };
 use crate::store::{
-    Activation, ChangeKind, Erasure, ProfileChange, ProfileUpdate, StoreError, UserFilter,
-    UserWithRoles, Withdrawal,
+    Activation, ChangeKind, Erasure, ProfileChange, ProfileUpdate, StoreError, Unlinking,
+    UserFilter, UserWithRoles, Withdrawal,
 };
 
 /// Which users ListUsers answers with.
@@ -329,6 +330,57 @@ impl Admin {
         .await;
         let user = self.existing_user(&id).await?;
         Ok(user.into())
+    }
+
+    /// Removes the user's identity at `provider`, unless the account has no
+    /// password and this is its last identity (nobody could sign in to it).
+    pub async fn unlink_identity(
+        &self,
+        caller: &AdminCaller,
+        user_id: &str,
+        provider: &str,
+    ) -> DomainResult<User> {
+        validation::uuid("user_id", user_id)?;
+        validation::required("provider", provider)?;
+        validation::no_nul("provider", provider)?;
+        let unlinking = self
+            .ctx
+            .store
+            .unlink_identity(user_id, provider, self.ctx.now_ms())
+            .await?;
+        let subject = match unlinking {
+            Unlinking::Unlinked { subject } => subject,
+            Unlinking::NoSuchUser => {
+                return Err(DomainError::NotFound(format!(
+                    "user {user_id} does not exist"
+                )))
+            }
+            Unlinking::NoSuchLink => {
+                return Err(DomainError::NotFound(format!(
+                    "user {user_id} has no identity at provider {provider}"
+                )))
+            }
+            Unlinking::RefusedLastWayIn => {
+                let detail = format!("provider={provider}");
+                self.record(
+                    caller,
+                    Action::UnlinkIdentity,
+                    Outcome::RefusedLastWayIn,
+                    user_id,
+                    detail,
+                )
+                .await;
+                return Err(DomainError::FailedPrecondition(
+                    "the account has no password and this is its last linked identity: \
+                     nobody could sign in to it; set a password first (CreatePasswordResetToken)"
+                        .into(),
+                ));
+            }
+        };
+        let detail = super::audit::identity_detail(provider, &subject);
+        self.record(caller, Action::UnlinkIdentity, Outcome::Ok, user_id, detail)
+            .await;
+        self.existing_user(user_id).await.map(User::from)
     }
 
     /// Changes username, email and full name with Register's rules; the unique

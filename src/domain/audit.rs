@@ -41,6 +41,11 @@ pub enum Action {
     DisableTotp,
     VerifyMfa,
     ResetMfa,
+    /// A sign-in with an external provider's ID token (LoginWithIdToken).
+    IdTokenLogin,
+    /// An identity linked to an existing account by its verified email.
+    LinkIdentity,
+    UnlinkIdentity,
     CreateRole,
     UpdateRole,
     DeleteRole,
@@ -76,6 +81,9 @@ impl Action {
             Action::DisableTotp => "disable_totp",
             Action::VerifyMfa => "verify_mfa",
             Action::ResetMfa => "reset_mfa",
+            Action::IdTokenLogin => "id_token_login",
+            Action::LinkIdentity => "link_identity",
+            Action::UnlinkIdentity => "unlink_identity",
             Action::CreateRole => "create_role",
             Action::UpdateRole => "update_role",
             Action::DeleteRole => "delete_role",
@@ -95,6 +103,13 @@ pub enum Outcome {
     RefusedLastAdmin,
     /// The right password of an account with TOTP: a code is needed next.
     MfaRequired,
+    /// A valid ID token whose identity may not sign in: an unverified email of an
+    /// existing account, or a stranger where the provider creates no users.
+    Refused,
+    /// An unlinking that would have left an account without a password no way in.
+    RefusedLastWayIn,
+    /// The provider's keys could not be fetched and none were cached.
+    ProviderUnavailable,
     /// Refused: it would have granted a role or permission the caller lacks.
     RefusedEscalation,
 }
@@ -110,9 +125,19 @@ impl Outcome {
             Outcome::SessionEnded => "session_ended",
             Outcome::RefusedLastAdmin => "refused_last_admin",
             Outcome::MfaRequired => "mfa_required",
+            Outcome::Refused => "refused",
+            Outcome::RefusedLastWayIn => "refused_last_way_in",
+            Outcome::ProviderUnavailable => "provider_unavailable",
             Outcome::RefusedEscalation => "refused_escalation",
         }
     }
+}
+
+/// The detail naming an identity at an external provider. `subject=` comes last
+/// (anything before it is the caller's own words, never the provider's), as the
+/// store's erasure of a user expects: it cuts what follows the first `subject=`.
+pub fn identity_detail(provider: &str, subject: &str) -> String {
+    format!("provider={provider}; subject={subject}")
 }
 
 /// One event to record.

@@ -38,6 +38,10 @@ pub enum DomainError {
     Overloaded,
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
+    /// A service authd depends on for this call did not answer (an identity
+    /// provider's keys); the message says which, never a secret.
+    #[error("{0}")]
+    ProviderUnavailable(String),
     /// A bound on what one replica serves was reached (the message names it).
     #[error("{0}")]
     LimitReached(String),

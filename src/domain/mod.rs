@@ -8,7 +8,9 @@
 //!   login), [`sessions::Sessions`] (refresh, logout), [`admin::Admin`] (user
 //!   administration and who may do it), [`api_keys::ApiKeys`], [`recovery::Recovery`]
 //!   (password-reset and email-verification tokens), [`audit_trail::AuditTrail`]
-//!   (reading the audit trail), [`roles::Roles`] (the role graph). They write to the
+//!   (reading the audit trail), [`roles::Roles`] (the role graph),
+//!   [`oidc::OidcSignIn`] (sign-in with an external identity provider's ID token).
+//!   They write to the
 //!   database, then tell the hot path what changed; they never reach into its parts.
 //!
 //! [`Domain`] is all of them, built once at start-up.
@@ -23,6 +25,7 @@ mod context;
 pub mod error;
 pub mod hot;
 pub mod model;
+pub mod oidc;
 pub mod paging;
 pub mod passwords;
 pub mod recovery;
@@ -41,8 +44,17 @@ use std::{sync::Arc, time::Duration};
 pub use error::{DomainError, DomainResult};
 
 use self::{
-    accounts::Accounts, admin::Admin, api_keys::ApiKeys, audit_trail::AuditTrail, context::Context,
-    hot::HotPath, passwords::PasswordHasher, recovery::Recovery, roles::Roles, sessions::Sessions,
+    accounts::Accounts,
+    admin::Admin,
+    api_keys::ApiKeys,
+    audit_trail::AuditTrail,
+    context::Context,
+    hot::HotPath,
+    oidc::{IdentityProviders, OidcSignIn},
+    passwords::PasswordHasher,
+    recovery::Recovery,
+    roles::Roles,
+    sessions::Sessions,
 };
 use crate::{clock::Clock, store::Store};
 
@@ -74,6 +86,7 @@ pub struct Domain {
     pub api_keys: ApiKeys,
     pub audit: AuditTrail,
     pub recovery: Recovery,
+    pub oidc: OidcSignIn,
     pub roles: Roles,
     context: Arc<Context>,
 }
@@ -84,12 +97,15 @@ impl Domain {
         hot: HotPath,
         hasher: PasswordHasher,
         settings: AuthSettings,
+        providers: IdentityProviders,
         clock: Clock,
     ) -> Self {
         let context = Arc::new(Context::new(store, hot.clone(), hasher, settings, clock));
         let sessions = Sessions::new(context.clone());
+        let accounts = Accounts::new(context.clone());
         Domain {
-            accounts: Accounts::new(context.clone()),
+            oidc: OidcSignIn::new(context.clone(), accounts.clone(), providers),
+            accounts,
             admin: Admin::new(context.clone(), sessions.clone()),
             api_keys: ApiKeys::new(context.clone()),
             audit: AuditTrail::new(context.clone()),

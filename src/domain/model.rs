@@ -2,8 +2,8 @@
 //! these into protobuf; store rows (and the password hash in them) stay behind.
 
 use crate::store::{
-    entities::{api_key, audit_event},
-    RoleDefinition, SessionSummary, UserWithRoles,
+    entities::{api_key, audit_event, identity_link},
+    RoleDefinition, SessionSummary, UserWithRoles, NO_PASSWORD,
 };
 
 /// A user account with the roles granted to it directly.
@@ -20,12 +20,39 @@ pub struct User {
     pub email_verified: bool,
     /// TOTP is on: a login needs a code as well.
     pub mfa_enabled: bool,
+    /// False for an account made by a sign-in with an identity provider, until a
+    /// password is set (ResetPassword, `authd user set-password`).
+    pub has_password: bool,
+    /// The identities at external providers that sign in to this account.
+    pub identities: Vec<IdentityLink>,
+}
+
+/// An identity at an external provider, linked to an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityLink {
+    /// The provider's name in `AUTHD_OIDC_PROVIDERS_FILE`.
+    pub provider: String,
+    /// The ID token's `sub`.
+    pub subject: String,
+    pub linked_at_ms: i64,
+}
+
+impl From<identity_link::Model> for IdentityLink {
+    fn from(row: identity_link::Model) -> Self {
+        IdentityLink {
+            provider: row.provider,
+            subject: row.subject,
+            linked_at_ms: row.linked_at,
+        }
+    }
 }
 
 impl From<UserWithRoles> for User {
     fn from(row: UserWithRoles) -> Self {
-        let UserWithRoles { user, roles } = row;
+        let UserWithRoles { user, roles, links } = row;
         User {
+            has_password: user.password_hash != NO_PASSWORD,
+            identities: links.into_iter().map(IdentityLink::from).collect(),
             id: user.id,
             username: user.username,
             email: user.email,

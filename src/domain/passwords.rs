@@ -31,6 +31,7 @@ use super::{
     error::{DomainError, DomainResult},
     secrets::Password,
 };
+use crate::store::NO_PASSWORD;
 
 /// argon2id cost and pool size.
 #[derive(Clone, Debug)]
@@ -111,12 +112,14 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is
-    /// no user (the answer is then always "no", at the same cost).
+    /// no user or the account has no password ([`NO_PASSWORD`]): the answer is
+    /// then always "no", at the same cost.
     pub async fn verify(
         &self,
         password: Password,
         stored: Option<String>,
     ) -> DomainResult<Verified> {
+        let stored = stored.filter(|hash| hash != NO_PASSWORD);
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let current = self.params.clone();
@@ -326,6 +329,15 @@ mod tests {
             .await
             .expect("verify");
         assert!(!unknown.matches);
+        // An account without a password: nothing matches, not even the marker or
+        // the dummy's own password.
+        for attempt in ["authd dummy password for unknown users", NO_PASSWORD, ""] {
+            let none = strong
+                .verify(Password::new(attempt.into()), Some(NO_PASSWORD.to_owned()))
+                .await
+                .expect("verify");
+            assert!(!none.matches && !none.needs_rehash);
+        }
     }
 
     #[test]

@@ -303,6 +303,22 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn unlink_identity(
+        &self,
+        request: Request<pb::UnlinkIdentityRequest>,
+    ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
+        let caller = admin_caller(&request)?;
+        let r = request.into_inner();
+        let user = self
+            .domain
+            .admin
+            .unlink_identity(&caller, &r.user_id, &r.provider)
+            .await?;
+        Ok(Response::new(pb::UnlinkIdentityResponse {
+            user: Some(convert::user(user)),
+        }))
+    }
+
     async fn list_roles(
         &self,
         request: Request<pb::ListRolesRequest>,

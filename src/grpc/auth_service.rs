@@ -12,7 +12,7 @@ use super::{
     revocation_stream::{self, RevocationMessages},
 };
 use crate::domain::{
-    accounts::{LoginOutcome, Registration},
+    accounts::Registration,
     caller::Caller,
     secrets::{Password, Secret},
     Domain,
@@ -68,18 +68,21 @@ impl AuthService for AuthApi {
             .accounts
             .login(&caller, &r.username, Password::new(r.password))
             .await?;
-        Ok(Response::new(match outcome {
-            LoginOutcome::LoggedIn(logged_in) => pb::LoginResponse {
-                tokens: Some(convert::token_pair(logged_in.tokens)),
-                user: Some(convert::user(logged_in.user)),
-                ..Default::default()
-            },
-            LoginOutcome::MfaRequired { mfa_token } => pb::LoginResponse {
-                mfa_required: true,
-                mfa_token: mfa_token.into_inner(),
-                ..Default::default()
-            },
-        }))
+        Ok(Response::new(convert::login_response(outcome)))
+    }
+
+    async fn login_with_id_token(
+        &self,
+        request: Request<pb::LoginWithIdTokenRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        let outcome = self
+            .domain
+            .oidc
+            .login_with_id_token(&caller, &r.provider, Secret::new(r.id_token), &r.nonce)
+            .await?;
+        Ok(Response::new(convert::login_response(outcome)))
     }
 
     async fn enroll_totp(

@@ -54,7 +54,8 @@ pub fn admin_permission(method: &str) -> &'static str {
         | "RevokeSessions"
         | "CreatePasswordResetToken"
         | "CreateEmailVerificationToken"
-        | "ResetMfa" => permissions::USERS_WRITE,
+        | "ResetMfa"
+        | "UnlinkIdentity" => permissions::USERS_WRITE,
         "AssignRole" | "RevokeRole" | "CreateRole" | "UpdateRole" | "DeleteRole" => {
             permissions::ROLES_WRITE
         }
@@ -268,6 +269,7 @@ mod tests {
     fn every_admin_method_has_its_permission_and_others_need_admin() {
         assert_eq!(admin_permission("ListRoles"), "authd.users.read");
         assert_eq!(admin_permission("ResetMfa"), "authd.users.write");
+        assert_eq!(admin_permission("UnlinkIdentity"), "authd.users.write");
         assert_eq!(admin_permission("DeleteRole"), "authd.roles.write");
         assert_eq!(admin_permission("RevokeApiKey"), "authd.apikeys.write");
         assert_eq!(admin_permission("ListAuditEvents"), "authd.audit.read");

@@ -4,9 +4,9 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::domain::{
-    accounts::IssuedTokens,
+    accounts::{IssuedTokens, LoginOutcome},
     hot::{Principal, RevocationEvent, RevocationKind},
-    model::{ApiKey, AuditRecord, Role, Session, User},
+    model::{ApiKey, AuditRecord, IdentityLink, Role, Session, User},
     DomainError,
 };
 
@@ -35,6 +35,33 @@ pub fn user(user: User) -> pb::User {
         created_at: Some(timestamp_ms(user.created_at_ms)),
         email_verified: user.email_verified,
         mfa_enabled: user.mfa_enabled,
+        linked_identities: user.identities.into_iter().map(identity_link).collect(),
+        has_password: user.has_password,
+    }
+}
+
+fn identity_link(link: IdentityLink) -> pb::IdentityLink {
+    pb::IdentityLink {
+        provider: link.provider,
+        subject: link.subject,
+        linked_at: Some(timestamp_ms(link.linked_at_ms)),
+    }
+}
+
+/// What Login (and LoginWithIdToken) answers: the session, or the second
+/// factor's challenge.
+pub fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
+    match outcome {
+        LoginOutcome::LoggedIn(logged_in) => pb::LoginResponse {
+            tokens: Some(token_pair(logged_in.tokens)),
+            user: Some(user(logged_in.user)),
+            ..Default::default()
+        },
+        LoginOutcome::MfaRequired { mfa_token } => pb::LoginResponse {
+            mfa_required: true,
+            mfa_token: mfa_token.into_inner(),
+            ..Default::default()
+        },
     }
 }
 

@@ -36,7 +36,9 @@ impl From<DomainError> for Status {
             }
             DomainError::OutOfRange(_) => Status::out_of_range(message),
             DomainError::Aborted(_) => Status::aborted(message),
-            DomainError::Unavailable => Status::unavailable(message),
+            DomainError::Unavailable | DomainError::ProviderUnavailable(_) => {
+                Status::unavailable(message)
+            }
             DomainError::Internal(source) => {
                 let reference = uuid::Uuid::new_v4().simple().to_string();
                 let reference = &reference[..12];

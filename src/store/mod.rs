@@ -16,6 +16,7 @@ mod audit;
 mod changes;
 mod connect;
 mod error;
+mod identity_links;
 mod keys;
 mod locks;
 mod login_failures;
@@ -34,6 +35,7 @@ pub use audit::{AuditEvent, AuditFilter};
 pub use changes::{ChangeKind, ChangeRow};
 pub use connect::{Backend, DatabaseSettings, OpenError};
 pub use error::StoreError;
+pub use identity_links::NewLink;
 pub use keys::KeyRevocation;
 pub use login_failures::LoginFailures;
 pub use mfa::{Confirmation, Enrolment};
@@ -47,8 +49,8 @@ pub use sessions::{
     SessionSummary,
 };
 pub use users::{
-    Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, UserFilter,
-    UserWithRoles, Withdrawal,
+    Activation, Erasure, NewUser, PasswordSet, ProfileChange, ProfileUpdate, Taken, Unlinking,
+    UserFilter, UserWithRoles, Withdrawal, NO_PASSWORD,
 };
 
 use std::{

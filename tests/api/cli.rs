@@ -14,7 +14,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 /// Fails, with exactly one error line, which names `setting` (log lines before it
 /// are fine).
-fn one_line_naming(output: &std::process::Output, setting: &str) {
+pub(crate) fn one_line_naming(output: &std::process::Output, setting: &str) {
     assert!(!output.status.success(), "should fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr

@@ -1,28 +1,39 @@
 //! The README's grpcurl flows for the account lifecycle ("Forgot password, change
-//! password, sign out everywhere"), run as written with bash, grpcurl and python3
-//! against a real server, so the documented commands cannot drift from the API.
-//! Skipped, with a note, where grpcurl is not installed.
+//! password, sign out everywhere") and the cookbook's for identities at external
+//! providers, run as written with bash, grpcurl and python3 against a real server
+//! (and a local OpenID Connect provider), so the documented commands cannot drift
+//! from the API. Skipped, with a note, where grpcurl is not installed.
 
 use tonic::Code;
 
-use crate::helpers::{code, TestApp, PASSWORD};
+use crate::helpers::{code, TestApp, TestDb, PASSWORD};
 
 const SECTION: &str = "### Forgot password, change password, sign out everywhere";
 
 /// The `sh` blocks of the README section `heading`, in order.
 pub(crate) fn sh_blocks(heading: &str) -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let start = readme.find(heading).expect("the README section");
-    let section = &readme[start + heading.len()..];
-    let end = section.find("\n##").unwrap_or(section.len());
+    sh_blocks_in(include_str!("../../README.md"), heading)
+}
+
+/// The `sh` blocks of the section `heading` of a Markdown `document`, in order: up
+/// to the next heading (a line starting with `#` outside a code block).
+pub(crate) fn sh_blocks_in(document: &str, heading: &str) -> Vec<String> {
+    let start = document.find(heading).expect("the section");
     let mut blocks = Vec::new();
-    let mut rest = &section[..end];
-    while let Some(open) = rest.find("```sh\n") {
-        let body = &rest[open + 6..];
-        let close = body.find("```").expect("a closed block");
-        blocks.push(body[..close].to_owned());
-        rest = &body[close + 3..];
+    let mut open: Option<String> = None;
+    for line in document[start + heading.len()..].lines().skip(1) {
+        match (&mut open, line) {
+            (None, heading) if heading.starts_with('#') => break,
+            (None, "```sh") => open = Some(String::new()),
+            (Some(_), "```") => blocks.extend(open.take()),
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
     }
+    assert!(open.is_none(), "a closed block");
     blocks
 }
 
@@ -183,3 +194,39 @@ async fn the_readmes_roles_flow_runs_as_written(app: TestApp) {
 }
 
 on_both_databases!(the_readmes_roles_flow_runs_as_written);
+
+/// The cookbook's "Identities at external providers": an ID token of the local
+/// provider (named `google` here) links Ann's account by its verified email, and
+/// the admin unlinks it again.
+async fn the_cookbooks_identity_commands_run_as_written(db: TestDb) {
+    if !grpcurl_installed() {
+        eprintln!("skipped: grpcurl is not installed");
+        return;
+    }
+    let blocks = sh_blocks_in(
+        include_str!("../../docs/grpcurl-cookbook.md"),
+        "## Identities at external providers (OpenID Connect)",
+    );
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let w = crate::oidc::world_with(db, "google", false, &[]).await;
+    let ann = w.register("ann").await;
+    let mut claims = w.provider.claims(w.clock.now_ms(), "1029");
+    claims["email"] = "ann@example.com".into();
+    claims["email_verified"] = true.into();
+    let id_token = w.provider.token(&claims);
+    let admin_token = w.admin().await.tokens.access_token.clone();
+    let auth = format!("authorization: Bearer {admin_token}");
+    let script = format!("ADDR={}\n{}", w.addr(), blocks[0]);
+    let env = [
+        ("ID_TOKEN", id_token.as_str()),
+        ("AUTH", auth.as_str()),
+        ("USER_ID", ann.id.as_str()),
+    ];
+    let (stdout, _) = run_script(&w, &script, &env).await;
+    assert!(stdout.contains(r#""provider": "google""#), "{stdout}");
+    assert!(stdout.contains(r#""hasPassword": true"#), "{stdout}");
+    let after = w.admin().await.get_user(&ann.id, "").await.expect("ann");
+    assert!(after.linked_identities.is_empty(), "{after:?}");
+}
+
+on_both_databases!(the_cookbooks_identity_commands_run_as_written);

@@ -30,6 +30,7 @@ mod ext_authz;
 mod limits;
 mod metrics;
 mod normalisation;
+mod oidc;
 mod operating;
 mod outage;
 mod password_change;

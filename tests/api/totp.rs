@@ -21,7 +21,7 @@ async fn on_manual_clock(db: TestDb) -> TestApp {
 }
 
 /// The authenticator app: the secret as the user typed it in.
-fn authenticator(secret_base32: &str) -> TOTP {
+pub(crate) fn authenticator(secret_base32: &str) -> TOTP {
     let bytes = Secret::Encoded(secret_base32.to_owned())
         .to_bytes()
         .expect("base32 secret");
@@ -29,7 +29,7 @@ fn authenticator(secret_base32: &str) -> TOTP {
 }
 
 /// The code the app shows at the server's time.
-fn code_now(app: &TestApp, totp: &TOTP) -> String {
+pub(crate) fn code_now(app: &TestApp, totp: &TOTP) -> String {
     totp.generate((app.clock.now_ms() / 1000) as u64)
 }
 
@@ -37,7 +37,7 @@ async fn login_raw(app: &TestApp, username: &str) -> pb::LoginResponse {
     app.login_with(username, PASSWORD).await.expect("login")
 }
 
-async fn verify(
+pub(crate) async fn verify(
     app: &TestApp,
     mfa_token: &str,
     code: &str,

@@ -7,15 +7,17 @@
 //! one after another and stops at the lockout. A locked counter refuses before any
 //! turn or hash, and writes one audit row per lockout, not one per attempt.
 
+mod external_identity;
 mod passwords;
 mod second_factor;
 
+pub use external_identity::ExternalIdentity;
 pub use second_factor::{TotpEnrolment, MFA_MAX_FAILURES};
 
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    audit::{Action, Event, Outcome},
+    audit::{self, Action, Event, Outcome},
     caller::Caller,
     context::Context,
     error::{DomainError, DomainResult},
@@ -27,6 +29,7 @@ use super::{
 };
 use crate::store::{
     entities::user, ChangeKind, LoginFailures, NewSession, NewUser, StoreError, Taken,
+    UserWithRoles,
 };
 
 /// How long a caller refused for a crowded line is asked to wait.
@@ -81,6 +84,26 @@ impl CheckPurpose<'_> {
             CheckPurpose::Login(login) => format!("login={}", login.as_str()),
             CheckPurpose::ChangePassword => "wrong current password".to_owned(),
             CheckPurpose::SecondFactor(_) => "wrong code".to_owned(),
+        }
+    }
+}
+
+/// How the first step of a login proved who the caller is, as its audit rows tell
+/// it.
+#[derive(Clone, Copy, Debug)]
+enum SignIn<'a> {
+    /// A password (Login), or a second-factor code after one (VerifyMfa).
+    Password,
+    /// An ID token of an external provider: its name and the token's `sub`.
+    IdToken { provider: &'a str, subject: &'a str },
+}
+
+impl SignIn<'_> {
+    fn event<'e>(self, outcome: Outcome) -> Event<'e> {
+        match self {
+            SignIn::Password => Event::new(Action::Login, outcome),
+            SignIn::IdToken { provider, subject } => Event::new(Action::IdTokenLogin, outcome)
+                .detail(audit::identity_detail(provider, subject)),
         }
     }
 }
@@ -142,6 +165,7 @@ impl Accounts {
 
         let password_hash = self.ctx.hasher.hash(registration.password).await?;
         let id = uuid::Uuid::new_v4().to_string();
+        let roles_text = roles.join(",");
         let now_ms = self.ctx.now_ms();
         let inserted = self
             .ctx
@@ -152,6 +176,7 @@ impl Accounts {
                 email: email.into_string(),
                 full_name: full_name.into_string(),
                 password_hash,
+                email_verified: false,
                 roles,
                 now_ms,
             })
@@ -166,24 +191,33 @@ impl Accounts {
             }
             Err(other) => return Err(other.into()),
         }
-        self.ctx.hot.apply(ChangeKind::User, &id).await;
-        let user = self
-            .ctx
-            .store
-            .find_user(&id)
-            .await?
-            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))?;
-        let detail = format!("roles={}", user.roles.join(","));
+        let detail = format!("roles={}", roles_text);
+        self.registered(caller, &id, detail).await.map(User::from)
+    }
+
+    /// After a new account's rows are stored: tells the hot path, audits the
+    /// registration with `detail`, and answers the account as stored.
+    async fn registered(
+        &self,
+        caller: &Caller,
+        id: &str,
+        detail: String,
+    ) -> DomainResult<UserWithRoles> {
+        self.ctx.hot.apply(ChangeKind::User, id).await;
         self.ctx
             .audit
             .record(
                 caller,
                 Event::new(Action::Register, Outcome::Ok)
-                    .subject(&id)
+                    .subject(id)
                     .detail(detail),
             )
             .await;
-        Ok(user.into())
+        self.ctx
+            .store
+            .find_user(id)
+            .await?
+            .ok_or_else(|| DomainError::internal(StoreError::Missing("user")))
     }
 
     async fn refuse_taken(&self, username_lc: &str, email_lc: &str) -> DomainResult<()> {
@@ -237,29 +271,45 @@ impl Accounts {
         self.ctx.store.clear_login_failures(counter.key()).await?;
         drop(turn);
         if !account.active {
-            return Err(self.refuse_deactivated(caller, &account.id).await);
+            return Err(self
+                .refuse_deactivated(caller, &account.id, SignIn::Password)
+                .await);
         }
         if verified.needs_rehash {
             self.rehash(&account, password).await;
         }
-        if self.has_confirmed_totp(&account.id).await? {
-            let mfa_token = self.start_challenge(&account.id).await?;
+        self.second_factor_or_session(caller, &account.id, SignIn::Password)
+            .await
+    }
+
+    /// After every check of the first step passed: the challenge of the second
+    /// factor for an account with TOTP, else the session.
+    async fn second_factor_or_session(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        how: SignIn<'_>,
+    ) -> DomainResult<LoginOutcome> {
+        if self.has_confirmed_totp(user_id).await? {
+            let mfa_token = self.start_challenge(user_id).await?;
             self.ctx
                 .audit
-                .record(
-                    caller,
-                    Event::new(Action::Login, Outcome::MfaRequired).subject(&account.id),
-                )
+                .record(caller, how.event(Outcome::MfaRequired).subject(user_id))
                 .await;
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
-        self.finish_login(caller, &account.id)
+        self.finish_login(caller, user_id, how)
             .await
             .map(LoginOutcome::LoggedIn)
     }
 
     /// Starts the session of a login whose checks all passed.
-    async fn finish_login(&self, caller: &Caller, user_id: &str) -> DomainResult<LoggedIn> {
+    async fn finish_login(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        how: SignIn<'_>,
+    ) -> DomainResult<LoggedIn> {
         let user = self
             .ctx
             .store
@@ -268,14 +318,11 @@ impl Accounts {
             .ok_or(DomainError::BadCredentials)?;
         let Some(tokens) = self.start_session(&user.user.id, &user.roles).await? else {
             // Deactivated after the check above: the session was not started.
-            return Err(self.refuse_deactivated(caller, user_id).await);
+            return Err(self.refuse_deactivated(caller, user_id, how).await);
         };
         self.ctx
             .audit
-            .record(
-                caller,
-                Event::new(Action::Login, Outcome::Ok).subject(user_id),
-            )
+            .record(caller, how.event(Outcome::Ok).subject(user_id))
             .await;
         Ok(LoggedIn {
             tokens,
@@ -283,13 +330,15 @@ impl Accounts {
         })
     }
 
-    async fn refuse_deactivated(&self, caller: &Caller, user_id: &str) -> DomainError {
+    async fn refuse_deactivated(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        how: SignIn<'_>,
+    ) -> DomainError {
         self.ctx
             .audit
-            .record(
-                caller,
-                Event::new(Action::Login, Outcome::Deactivated).subject(user_id),
-            )
+            .record(caller, how.event(Outcome::Deactivated).subject(user_id))
             .await;
         DomainError::AccountDisabled
     }

@@ -185,7 +185,8 @@ impl Accounts {
         }
         self.ctx.store.clear_login_failures(counter.key()).await?;
         drop(turn);
-        self.finish_login(caller, user_id).await
+        self.finish_login(caller, user_id, super::SignIn::Password)
+            .await
     }
 
     /// After the right password of an account with TOTP: the challenge whose token

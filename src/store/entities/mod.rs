@@ -5,6 +5,7 @@ pub mod account_token;
 pub mod api_key;
 pub mod audit_event;
 pub mod change;
+pub mod identity_link;
 pub mod login_failure;
 pub mod mfa_challenge;
 pub mod recovery_code;

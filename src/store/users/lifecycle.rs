@@ -109,10 +109,11 @@ impl Store {
     }
 
     /// Erases a user and everything that belongs to it: its roles, sessions,
-    /// refresh tokens and account tokens go with the row (`ON DELETE CASCADE`; the
-    /// tables later capabilities add for a user join that way), its throttling
-    /// counters are deleted, and audit rows that named it by its login lose the name
-    /// (they keep the id). API keys it created stay, with `created_by` its id.
+    /// refresh tokens, account tokens, second factor and identity links go with the
+    /// row (`ON DELETE CASCADE`; the tables later capabilities add for a user join
+    /// that way), its throttling counters are deleted, and audit rows that named it
+    /// by its login or by an identity of it lose the name (they keep the id). API
+    /// keys it created stay, with `created_by` its id.
     /// Refuses to erase the last active holder of `guarded_role`, under the same lock
     /// as demotions, so two erasures cannot each leave the other as the last.
     pub async fn erase_user(
@@ -139,6 +140,7 @@ impl Store {
         for login in [&user.username_lc, &user.email_lc] {
             forget_login_in_audit(&txn, login).await?;
         }
+        super::super::identity_links::forget_identities_in_audit(&txn, user_id).await?;
         // The account's counter, and any kept under its names (from failures while
         // the names were unknown): the names are personal data too.
         login_failure::Entity::delete_many()

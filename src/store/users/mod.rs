@@ -1,9 +1,11 @@
 //! Users and their directly granted roles (the roles themselves: `roles.rs`).
 
+mod identities;
 mod lifecycle;
 
 use std::collections::HashMap;
 
+pub use identities::Unlinking;
 pub(in crate::store) use lifecycle::set_password_ending_sessions;
 pub use lifecycle::{Erasure, PasswordSet, ProfileChange, ProfileUpdate};
 
@@ -15,11 +17,18 @@ use sea_orm::{
 
 use super::{
     changes::{self, ChangeKind},
-    entities::{user, user_role},
+    entities::{identity_link, user, user_role},
+    identity_links,
     locks::{self, AdvisoryLock},
     paging::Page,
     Store, StoreError,
 };
+
+/// The `password_hash` of an account without a password (one made by a sign-in
+/// with an external identity provider). It is no PHC string, so no password
+/// verifies against it: the hasher checks a login against its dummy hash instead,
+/// at the same cost as for an unknown user.
+pub const NO_PASSWORD: &str = "!";
 
 /// A user to insert; the `*_lc` columns are derived here.
 #[derive(Debug)]
@@ -28,16 +37,21 @@ pub struct NewUser {
     pub username: String,
     pub email: String,
     pub full_name: String,
+    /// A PHC string, or [`NO_PASSWORD`].
     pub password_hash: String,
+    /// True only where someone vouches for the address (an identity provider).
+    pub email_verified: bool,
     pub roles: Vec<String>,
     pub now_ms: i64,
 }
 
-/// A user row with the names of the roles granted to it directly.
+/// A user row with the names of the roles granted to it directly and the
+/// identities linked to it (by provider name).
 #[derive(Clone, Debug)]
 pub struct UserWithRoles {
     pub user: user::Model,
     pub roles: Vec<String>,
+    pub links: Vec<identity_link::Model>,
 }
 
 /// Which users ListUsers answers with; the default is every user.
@@ -81,39 +95,7 @@ impl Store {
     #[tracing::instrument(name = "db.insert_user", skip_all)]
     pub async fn insert_user(&self, new: NewUser) -> Result<(), StoreError> {
         let txn = self.begin_write().await?;
-        user::Entity::insert(user::ActiveModel {
-            id: Set(new.id.clone()),
-            username_lc: Set(new.username.to_lowercase()),
-            username: Set(new.username),
-            email_lc: Set(new.email.to_lowercase()),
-            email: Set(new.email),
-            full_name: Set(new.full_name),
-            password_hash: Set(new.password_hash),
-            active: Set(true),
-            created_at: Set(new.now_ms),
-            updated_at: Set(new.now_ms),
-            email_verified: Set(false),
-            mfa_enabled: Set(false),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        for role in &new.roles {
-            user_role::Entity::insert(user_role::ActiveModel {
-                user_id: Set(new.id.clone()),
-                role: Set(role.clone()),
-                granted_at: Set(new.now_ms),
-            })
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        changes::append(
-            &txn,
-            self.backend,
-            ChangeKind::UserUpdated,
-            &new.id,
-            new.now_ms,
-        )
-        .await?;
+        insert_user_rows(&txn, self.backend, &new).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -164,7 +146,8 @@ impl Store {
             return Ok(None);
         };
         let roles = self.roles_of(&self.reader, id).await?;
-        Ok(Some(UserWithRoles { user, roles }))
+        let links = identity_links::links_of(&self.reader, id).await?;
+        Ok(Some(UserWithRoles { user, roles, links }))
     }
 
     pub async fn find_user_by_username(
@@ -179,7 +162,8 @@ impl Store {
             return Ok(None);
         };
         let roles = self.roles_of(&self.reader, &user.id).await?;
-        Ok(Some(UserWithRoles { user, roles }))
+        let links = identity_links::links_of(&self.reader, &user.id).await?;
+        Ok(Some(UserWithRoles { user, roles, links }))
     }
 
     async fn roles_of(
@@ -204,11 +188,13 @@ impl Store {
         for grant in user_role::Entity::find().all(&self.reader).await? {
             roles.entry(grant.user_id).or_default().push(grant.role);
         }
+        let mut links = identity_links::links_of_users(&self.reader, None).await?;
         Ok(users
             .into_iter()
             .map(|user| {
                 let roles = roles.remove(&user.id).unwrap_or_default();
-                UserWithRoles { user, roles }
+                let links = links.remove(&user.id).unwrap_or_default();
+                UserWithRoles { user, roles, links }
             })
             .collect())
     }
@@ -266,18 +252,20 @@ impl Store {
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         let mut roles: HashMap<String, Vec<String>> = HashMap::new();
         for grant in user_role::Entity::find()
-            .filter(user_role::Column::UserId.is_in(ids))
+            .filter(user_role::Column::UserId.is_in(ids.iter().cloned()))
             .order_by_asc(user_role::Column::Role)
             .all(&self.reader)
             .await?
         {
             roles.entry(grant.user_id).or_default().push(grant.role);
         }
+        let mut links = identity_links::links_of_users(&self.reader, Some(&ids)).await?;
         let users = users
             .into_iter()
             .map(|user| {
                 let roles = roles.remove(&user.id).unwrap_or_default();
-                UserWithRoles { user, roles }
+                let links = links.remove(&user.id).unwrap_or_default();
+                UserWithRoles { user, roles, links }
             })
             .collect();
         Ok(Page {
@@ -427,4 +415,39 @@ async fn count_active_holders(db: &impl ConnectionTrait, role: &str) -> Result<u
         .filter(user::Column::Active.eq(true))
         .count(db)
         .await?)
+}
+
+/// The rows of a new user (the account, its roles, the change row), inside `txn`.
+/// `Conflict` when the username or email is taken.
+pub(in crate::store) async fn insert_user_rows(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: super::Backend,
+    new: &NewUser,
+) -> Result<(), StoreError> {
+    user::Entity::insert(user::ActiveModel {
+        id: Set(new.id.clone()),
+        username_lc: Set(new.username.to_lowercase()),
+        username: Set(new.username.clone()),
+        email_lc: Set(new.email.to_lowercase()),
+        email: Set(new.email.clone()),
+        full_name: Set(new.full_name.clone()),
+        password_hash: Set(new.password_hash.clone()),
+        active: Set(true),
+        created_at: Set(new.now_ms),
+        updated_at: Set(new.now_ms),
+        email_verified: Set(new.email_verified),
+        mfa_enabled: Set(false),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    for role in &new.roles {
+        user_role::Entity::insert(user_role::ActiveModel {
+            user_id: Set(new.id.clone()),
+            role: Set(role.clone()),
+            granted_at: Set(new.now_ms),
+        })
+        .exec_without_returning(txn)
+        .await?;
+    }
+    changes::append(txn, backend, ChangeKind::UserUpdated, &new.id, new.now_ms).await
 }

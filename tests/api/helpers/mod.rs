@@ -33,6 +33,7 @@
 
 mod clients;
 mod db;
+pub mod oidc_provider;
 mod python;
 mod server;
 
