@@ -298,6 +298,20 @@ class ResetMfaResponse(_message.Message):
     user: _auth_pb2.User
     def __init__(self, user: _Optional[_Union[_auth_pb2.User, _Mapping]] = ...) -> None: ...
 
+class UnlinkIdentityRequest(_message.Message):
+    __slots__ = ("user_id", "provider")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    provider: str
+    def __init__(self, user_id: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class UnlinkIdentityResponse(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: _auth_pb2.User
+    def __init__(self, user: _Optional[_Union[_auth_pb2.User, _Mapping]] = ...) -> None: ...
+
 class Role(_message.Message):
     __slots__ = ("name", "description", "includes", "permissions", "builtin")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -115,6 +115,11 @@ class AdminServiceStub(object):
                 request_serializer=auth_dot_v1_dot_admin__pb2.ResetMfaRequest.SerializeToString,
                 response_deserializer=auth_dot_v1_dot_admin__pb2.ResetMfaResponse.FromString,
                 _registered_method=True)
+        self.UnlinkIdentity = channel.unary_unary(
+                '/auth.v1.AdminService/UnlinkIdentity',
+                request_serializer=auth_dot_v1_dot_admin__pb2.UnlinkIdentityRequest.SerializeToString,
+                response_deserializer=auth_dot_v1_dot_admin__pb2.UnlinkIdentityResponse.FromString,
+                _registered_method=True)
         self.ListRoles = channel.unary_unary(
                 '/auth.v1.AdminService/ListRoles',
                 request_serializer=auth_dot_v1_dot_admin__pb2.ListRolesRequest.SerializeToString,
@@ -229,10 +234,11 @@ class AdminServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Erases a user: the account, its roles, sessions, refresh tokens and account
-        tokens. Its username and email become free; its tokens are refused at once
-        here and within 2 s on every replica. Audit rows keep the user's id and lose
-        its name; API keys it created stay. NOT_FOUND for an unknown user;
+        """Erases a user: the account, its roles, sessions, refresh tokens, account
+        tokens, second factor and linked identities. Its username and email become
+        free; its tokens are refused at once here and within 2 s on every replica.
+        Audit rows keep the user's id and lose its name and identities; API keys it
+        created stay. NOT_FOUND for an unknown user;
         INVALID_ARGUMENT for a `user_id` that is not a UUID; FAILED_PRECONDITION for the
         last active admin.
         """
@@ -273,6 +279,19 @@ class AdminServiceServicer(object):
         """Removes the user's TOTP and recovery codes (a lost device); Login then asks for
         the password only. NOT_FOUND for an unknown user; INVALID_ARGUMENT for a
         `user_id` that is not a UUID. Removing it twice is fine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlinkIdentity(self, request, context):
+        """Removes the user's identity at `provider` (LoginWithIdToken no longer reaches
+        the account through it; a later sign-in with it is a stranger's again).
+        FAILED_PRECONDITION when the account has no password and this is its last
+        identity: nobody could sign in to it any more (set a password first, with
+        CreatePasswordResetToken, or delete the user). NOT_FOUND for an unknown user or
+        a user without an identity at `provider`; INVALID_ARGUMENT for a `user_id` that
+        is not a UUID or an empty `provider`. Permission: authd.users.write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -392,6 +411,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResetMfa,
                     request_deserializer=auth_dot_v1_dot_admin__pb2.ResetMfaRequest.FromString,
                     response_serializer=auth_dot_v1_dot_admin__pb2.ResetMfaResponse.SerializeToString,
+            ),
+            'UnlinkIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlinkIdentity,
+                    request_deserializer=auth_dot_v1_dot_admin__pb2.UnlinkIdentityRequest.FromString,
+                    response_serializer=auth_dot_v1_dot_admin__pb2.UnlinkIdentityResponse.SerializeToString,
             ),
             'ListRoles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRoles,
@@ -847,6 +871,33 @@ class AdminService(object):
             '/auth.v1.AdminService/ResetMfa',
             auth_dot_v1_dot_admin__pb2.ResetMfaRequest.SerializeToString,
             auth_dot_v1_dot_admin__pb2.ResetMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlinkIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auth.v1.AdminService/UnlinkIdentity',
+            auth_dot_v1_dot_admin__pb2.UnlinkIdentityRequest.SerializeToString,
+            auth_dot_v1_dot_admin__pb2.UnlinkIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class User(_message.Message):
-    __slots__ = ("id", "username", "email", "full_name", "roles", "active", "created_at", "email_verified", "mfa_enabled")
+    __slots__ = ("id", "username", "email", "full_name", "roles", "active", "created_at", "email_verified", "mfa_enabled", "linked_identities", "has_password")
     ID_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class User(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EMAIL_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     MFA_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    LINKED_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
+    HAS_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     id: str
     username: str
     email: str
@@ -30,7 +32,19 @@ class User(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     email_verified: bool
     mfa_enabled: bool
-    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., email: _Optional[str] = ..., full_name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., active: bool = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email_verified: bool = ..., mfa_enabled: bool = ...) -> None: ...
+    linked_identities: _containers.RepeatedCompositeFieldContainer[IdentityLink]
+    has_password: bool
+    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., email: _Optional[str] = ..., full_name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., active: bool = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email_verified: bool = ..., mfa_enabled: bool = ..., linked_identities: _Optional[_Iterable[_Union[IdentityLink, _Mapping]]] = ..., has_password: bool = ...) -> None: ...
+
+class IdentityLink(_message.Message):
+    __slots__ = ("provider", "subject", "linked_at")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LINKED_AT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    subject: str
+    linked_at: _timestamp_pb2.Timestamp
+    def __init__(self, provider: _Optional[str] = ..., subject: _Optional[str] = ..., linked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("id", "created_at", "last_refreshed_at", "expires_at", "current")
@@ -291,6 +305,16 @@ class VerifyMfaResponse(_message.Message):
     tokens: TokenPair
     user: User
     def __init__(self, tokens: _Optional[_Union[TokenPair, _Mapping]] = ..., user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
+
+class LoginWithIdTokenRequest(_message.Message):
+    __slots__ = ("provider", "id_token", "nonce")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ID_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    id_token: str
+    nonce: str
+    def __init__(self, provider: _Optional[str] = ..., id_token: _Optional[str] = ..., nonce: _Optional[str] = ...) -> None: ...
 
 class WatchRevocationsRequest(_message.Message):
     __slots__ = ("after",)

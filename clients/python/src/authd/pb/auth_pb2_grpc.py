@@ -120,6 +120,11 @@ class AuthServiceStub(object):
                 request_serializer=auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
                 response_deserializer=auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
                 _registered_method=True)
+        self.LoginWithIdToken = channel.unary_unary(
+                '/auth.v1.AuthService/LoginWithIdToken',
+                request_serializer=auth_dot_v1_dot_auth__pb2.LoginWithIdTokenRequest.SerializeToString,
+                response_deserializer=auth_dot_v1_dot_auth__pb2.LoginResponse.FromString,
+                _registered_method=True)
         self.WatchRevocations = channel.unary_stream(
                 '/auth.v1.AuthService/WatchRevocations',
                 request_serializer=auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.SerializeToString,
@@ -302,6 +307,31 @@ class AuthServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoginWithIdToken(self, request, context):
+        """Sign-in with an external identity provider (OpenID Connect ID tokens).
+
+        Exchanges an ID token from a provider of AUTHD_OIDC_PROVIDERS_FILE (its name in
+        `provider`) for what Login answers: `tokens` and `user`, or `mfa_required` and
+        an `mfa_token` for VerifyMfa when the account has TOTP. The token's signature
+        (RS256, ES256 or EdDSA, against the provider's JWK Set, cached and fetched again
+        for an unknown `kid` at most once a minute), `iss`, `aud`, `exp` and `nbf` (1 s
+        of leeway), `iat` and, when given, `nonce` are checked. The account is the one
+        linked to (provider, `sub`); else, when the token says `email_verified`, the
+        account with that email, which is then linked; else, when the provider has
+        `create_users`, a new account holding `user`, with the token's email, a
+        username derived from `preferred_username` or the email (made unique), and no
+        password. INVALID_ARGUMENT names `provider` when it is unknown;
+        UNAUTHENTICATED, with one message, for any ID token that does not verify;
+        FAILED_PRECONDITION when the email is an existing account's but not verified
+        (it is never linked), or the token has no email to create an account with;
+        PERMISSION_DENIED for a stranger when the provider creates no accounts, and for
+        a deactivated account; UNAVAILABLE when the provider's keys cannot be fetched
+        and none are cached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRevocations(self, request, context):
         """Delegation: revocation stream
 
@@ -414,6 +444,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyMfa,
                     request_deserializer=auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.FromString,
                     response_serializer=auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.SerializeToString,
+            ),
+            'LoginWithIdToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoginWithIdToken,
+                    request_deserializer=auth_dot_v1_dot_auth__pb2.LoginWithIdTokenRequest.FromString,
+                    response_serializer=auth_dot_v1_dot_auth__pb2.LoginResponse.SerializeToString,
             ),
             'WatchRevocations': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRevocations,
@@ -881,6 +916,33 @@ class AuthService(object):
             '/auth.v1.AuthService/VerifyMfa',
             auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
             auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoginWithIdToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auth.v1.AuthService/LoginWithIdToken',
+            auth_dot_v1_dot_auth__pb2.LoginWithIdTokenRequest.SerializeToString,
+            auth_dot_v1_dot_auth__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
