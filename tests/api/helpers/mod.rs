@@ -33,6 +33,7 @@
 
 mod clients;
 mod db;
+mod guarded;
 mod server;
 
 use std::{future::Future, net::SocketAddr, ops::Deref, time::Duration};
@@ -45,6 +46,7 @@ use tonic_types::StatusExt;
 
 pub use clients::{AdminClient, AuthClient, Bearer, UserClient};
 pub use db::TestDb;
+pub use guarded::{code_of, verifier_of_app, Guarded, Shutdown};
 pub use server::{config_for, connect, free_port, wait_until_serving, ServerProcess, TestServer};
 
 /// The password of every account the helpers make.
