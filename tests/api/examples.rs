@@ -7,100 +7,17 @@
 #[path = "../../clients/rust/examples/protected_service.rs"]
 mod protected_service;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use authd_client::Verifier;
-use tokio::{net::TcpListener, sync::oneshot};
-use tonic::{
-    service::{interceptor::InterceptedService, Interceptor},
-    transport::Endpoint,
-    Code, Status,
-};
-use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use tonic::Code;
 
-use crate::helpers::{eventually, Bearer, TestApp};
+use crate::helpers::{code_of, eventually, verifier_of_app, Guarded, TestApp};
 
-/// The example, in this process on free ports; stops on drop.
-struct Protected {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_protected(authd: &TestApp) -> Protected {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (grpc_addr, http_addr) = (
-        grpc.local_addr().expect("addr"),
-        http.local_addr().expect("addr"),
-    );
-    let verifier = Verifier::builder(format!("http://{}", authd.addr()))
-        .jwks_url(format!(
-            "http://{}/.well-known/jwks.json",
-            authd.http_addr()
-        ))
-        .connect()
+/// The example's own `serve`, in this process on free ports; stops on drop.
+async fn start_protected(authd: &TestApp) -> Guarded {
+    let verifier = verifier_of_app(authd).await;
+    Guarded::start(|grpc, http, shutdown| protected_service::serve(grpc, http, verifier, shutdown))
         .await
-        .expect("verifier");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(protected_service::serve(grpc, http, verifier, async {
-        let _ = stopped.await;
-    }));
-    Protected {
-        grpc: grpc_addr,
-        http: http_addr,
-        _stop: stop,
-    }
-}
-
-impl Protected {
-    /// `Health/Check` with `token` (none: no authorization header).
-    async fn check(&self, token: Option<&str>) -> Result<i32, Status> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to the protected service");
-        let header = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
-        HealthClient::new(InterceptedService::new(channel, OptionalBearer(header)))
-            .check(HealthCheckRequest::default())
-            .await
-            .map(|r| r.into_inner().status)
-    }
-
-    /// `GET path` with `authorization` (none: no header): status, challenge, body.
-    async fn get(&self, path: &str, authorization: Option<&str>) -> (u16, String, String) {
-        let mut request = reqwest::Client::new().get(format!("http://{}{path}", self.http));
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
-        }
-        let response = request.send().await.expect("GET");
-        let status = response.status().as_u16();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().expect("ascii").to_owned())
-            .unwrap_or_default();
-        (status, challenge, response.text().await.expect("body"))
-    }
-}
-
-/// `Bearer` from the fixtures, except that an empty value sends no header at all.
-#[derive(Clone)]
-struct OptionalBearer(String);
-
-impl Interceptor for OptionalBearer {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if self.0.is_empty() {
-            Ok(request)
-        } else {
-            Bearer(self.0.clone()).call(request)
-        }
-    }
-}
-
-fn code_of<T>(result: Result<T, Status>) -> Code {
-    result.map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
 /// HTTP: no token or a bad one is 401 with `www-authenticate: Bearer`; a valid

@@ -23,6 +23,7 @@ mod admin;
 mod api_keys;
 mod audit_trail;
 mod cli;
+mod client_permissions;
 mod connections;
 mod cookbook;
 mod examples;

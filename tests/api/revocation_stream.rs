@@ -120,9 +120,10 @@ async fn a_watcher_gets_the_snapshot_then_live_events(app: TestApp) {
     assert!(live.cursor.parse::<i64>().expect("digits") > complete.cursor.parse().expect("digits"));
 }
 
-/// Every kind, live, in the order of the changes, each exactly once; changes
-/// that revoke nothing (a registration, a new API key, a profile update, a
-/// reactivation) make no event.
+/// Every kind, live, in the order of the changes, each exactly once (a role's
+/// CreateRole, UpdateRole and DeleteRole each naming it); changes that revoke
+/// nothing (a registration, a new API key, a profile update, a reactivation) make
+/// no event.
 async fn every_kind_of_revocation_arrives_live_in_order(app: TestApp) {
     let admin = app.admin().await;
     let alice = app.register("alice").await;
@@ -158,14 +159,16 @@ async fn every_kind_of_revocation_arrives_live_in_order(app: TestApp) {
     admin.set_active(&bob.id, true).await.expect("reactivate");
     admin.delete_user(&bob.id).await.expect("delete");
     admin.revoke_api_key(&key.id).await.expect("revoke key");
-    // Role definitions change through AdminService once roles are data; until
-    // then the change row that such a change writes stands in for it.
-    app.db
-        .execute(&format!(
-            "INSERT INTO changes (kind, subject, created_at) VALUES ('role', 'editor', {})",
-            chrono::Utc::now().timestamp_millis()
-        ))
-        .await;
+    // A role's definition made, changed and removed: each names the role.
+    admin
+        .create_role("support", &["user"], &["tickets.close"])
+        .await
+        .expect("create role");
+    admin
+        .update_role("support", &["editor"], &[])
+        .await
+        .expect("update role");
+    admin.delete_role("support").await.expect("delete role");
     let rotated = app.db.cli(&["keys", "rotate"], None).await;
     assert!(rotated.status.success(), "{rotated:?}");
 
@@ -181,7 +184,9 @@ async fn every_kind_of_revocation_arrives_live_in_order(app: TestApp) {
             (Kind::UserDisabled, bob.id.clone()),
             (Kind::UserDeleted, bob.id.clone()),
             (Kind::ApiKeyRevoked, key.id.clone()),
-            (Kind::RoleChanged, "editor".to_owned()),
+            (Kind::RoleChanged, "support".to_owned()),
+            (Kind::RoleChanged, "support".to_owned()),
+            (Kind::RoleChanged, "support".to_owned()),
             (Kind::SigningKeysChanged, kid),
         ]
     );

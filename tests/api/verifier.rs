@@ -173,6 +173,77 @@ async fn an_api_key_is_decided_by_authd_and_its_revocation_streamed(app: TestApp
     assert!(refused.is_some(), "the revocation reached the verifier");
 }
 
+/// A token carries no permissions: the first check that needs them asks authd,
+/// whose answer is cached with the decision, so a hundred more checks (and plain
+/// verifications) add no call. A permission withdrawn from the role reaches the
+/// verifier through the stream; after one more answer the token is cached again.
+async fn permissions_are_asked_of_authd_once_per_token(app: TestApp) {
+    const PERMISSION: &str = "billing.refund";
+    // All set before the replica starts, so it knows it all and its stream says
+    // nothing of it.
+    let admin = app.admin().await;
+    admin
+        .create_role("billing", &[], &[PERMISSION])
+        .await
+        .expect("create role");
+    let alice_id = app.register("alice").await.id;
+    admin
+        .assign_role(&alice_id, "billing")
+        .await
+        .expect("assign");
+    let alice = app.login("alice").await.access_token;
+    let replica = app.replica(&[]).await;
+    let verifier = verifier_of(&replica).await;
+    following(&verifier).await;
+
+    let before = validate_calls(&replica).await;
+    let first = verifier
+        .verify_with_permissions(&alice)
+        .await
+        .expect("valid");
+    assert_eq!(
+        first.permissions.as_deref(),
+        Some(&[PERMISSION.to_owned()][..])
+    );
+    assert!(first.has_permission(PERMISSION));
+    assert!(!first.has_permission("billing.void"));
+    assert_eq!(validate_calls(&replica).await, before + 1.0, "asked once");
+    for _ in 0..100 {
+        let again = verifier
+            .verify_with_permissions(&alice)
+            .await
+            .expect("valid");
+        assert!(again.has_permission(PERMISSION));
+    }
+    let plain = verifier.verify(&alice).await.expect("valid");
+    assert!(plain.permissions.is_some(), "the same cached decision");
+    assert_eq!(
+        validate_calls(&replica).await,
+        before + 1.0,
+        "cached: no call"
+    );
+
+    admin
+        .update_role("billing", &[], &[])
+        .await
+        .expect("withdraw");
+    let withdrawn = eventually(PATIENCE, || async {
+        let identity = verifier
+            .verify_with_permissions(&alice)
+            .await
+            .expect("valid");
+        !identity.has_permission(PERMISSION)
+    })
+    .await;
+    assert!(withdrawn.is_some(), "the withdrawal reached the verifier");
+    let settled = validate_calls(&replica).await;
+    verifier
+        .verify_with_permissions(&alice)
+        .await
+        .expect("valid");
+    assert_eq!(validate_calls(&replica).await, settled, "cached again");
+}
+
 /// Serves `body` on a free port for any path, until the test's runtime ends.
 async fn serve_text(body: String) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -197,4 +268,5 @@ on_both_databases!(
     the_verifier_asks_authd_while_the_stream_is_down,
     an_unknown_kid_is_decided_by_authd,
     an_api_key_is_decided_by_authd_and_its_revocation_streamed,
+    permissions_are_asked_of_authd_once_per_token,
 );

@@ -1,9 +1,9 @@
 //! [`AuthLayer`]: a tower layer that lets a request through only with good
-//! `authorization: Bearer` credentials (and a role, when one is required), and
-//! hands the service the caller as an `Arc<Identity>` request extension. It works
-//! for any tower service over `http` requests: tonic servers (refusals are gRPC
-//! statuses: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE) and axum routers
-//! (HTTP 401 with `www-authenticate: Bearer`, 403, 503).
+//! `authorization: Bearer` credentials (and a role or a permission, when one is
+//! required), and hands the service the caller as an `Arc<Identity>` request
+//! extension. It works for any tower service over `http` requests: tonic servers
+//! (refusals are gRPC statuses: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE)
+//! and axum routers (HTTP 401 with `www-authenticate: Bearer`, 403, 503).
 
 use std::{
     future::Future,
@@ -22,7 +22,14 @@ use crate::{error::Refusal, verifier::Verifier};
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Verifier,
+    needs: Needs,
+}
+
+/// What a caller must hold besides good credentials (both, when both are set).
+#[derive(Clone, Default)]
+struct Needs {
     role: Option<Arc<str>>,
+    permission: Option<Arc<str>>,
 }
 
 impl AuthLayer {
@@ -30,14 +37,23 @@ impl AuthLayer {
     pub fn new(verifier: Verifier) -> Self {
         AuthLayer {
             verifier,
-            role: None,
+            needs: Needs::default(),
         }
     }
 
     /// Only callers holding `role` (directly or through authd's hierarchy) pass;
     /// others are refused as forbidden.
     pub fn require_role(mut self, role: &str) -> Self {
-        self.role = Some(Arc::from(role));
+        self.needs.role = Some(Arc::from(role));
+        self
+    }
+
+    /// Only callers holding `permission` (through any of their effective roles;
+    /// `admin` holds every one) pass; others are refused as forbidden. A token
+    /// carries no permissions, so the first request with a token asks authd
+    /// ([`Verifier::verify_with_permissions`]); later ones cost a cache lookup.
+    pub fn require_permission(mut self, permission: &str) -> Self {
+        self.needs.permission = Some(Arc::from(permission));
         self
     }
 }
@@ -49,7 +65,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             verifier: self.verifier.clone(),
-            role: self.role.clone(),
+            needs: self.needs.clone(),
         }
     }
 }
@@ -59,7 +75,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
-    role: Option<Arc<str>>,
+    needs: Needs,
 }
 
 impl<S, B, RB> Service<Request<B>> for AuthService<S>
@@ -82,19 +98,29 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
-        let role = self.role.clone();
+        let needs = self.needs.clone();
         Box::pin(async move {
             let grpc = is_grpc(&request);
             let Some(token) = bearer(&request) else {
                 return Ok(refused(grpc, &Refusal::Missing));
             };
-            let identity = match verifier.verify(&token).await {
+            let verified = if needs.permission.is_some() {
+                verifier.verify_with_permissions(&token).await
+            } else {
+                verifier.verify(&token).await
+            };
+            let identity = match verified {
                 Ok(identity) => identity,
                 Err(refusal) => return Ok(refused(grpc, &refusal)),
             };
-            if let Some(role) = &role {
+            if let Some(role) = &needs.role {
                 if !identity.has_role(role) {
-                    return Ok(forbidden(grpc, role));
+                    return Ok(forbidden(grpc, &format!("the role {role}")));
+                }
+            }
+            if let Some(permission) = &needs.permission {
+                if !identity.has_permission(permission) {
+                    return Ok(forbidden(grpc, &format!("the permission {permission}")));
                 }
             }
             request.extensions_mut().insert(identity);
@@ -150,12 +176,13 @@ fn refused<RB: Default>(grpc: bool, refusal: &Refusal) -> Response<RB> {
     }
 }
 
-fn forbidden<RB: Default>(grpc: bool, role: &str) -> Response<RB> {
+/// `what`: "the role R" or "the permission P".
+fn forbidden<RB: Default>(grpc: bool, what: &str) -> Response<RB> {
     respond(
         grpc,
         StatusCode::FORBIDDEN,
         7,
-        &format!("this needs the role {role}"),
+        &format!("this needs {what}"),
         Some("Bearer error=\"insufficient_scope\""),
     )
 }

@@ -6,13 +6,15 @@
 //! within a second without a call per request. Whatever it cannot decide for sure
 //! it asks authd (`ValidateToken`): an API key, a token signed by a key it does
 //! not know, a token issued before it started following the stream, a token whose
-//! user's roles changed since it was issued, and every token while the stream has
+//! user's roles (or a held role's definition) changed since it was issued, the
+//! permissions of a token (which carries roles only; asked once per token, see
+//! [`Verifier::verify_with_permissions`]), and every token while the stream has
 //! been down longer than [`VerifierBuilder::max_stream_outage`]. Decisions are
 //! cached, so a token seen before costs a hash lookup.
 //!
 //! [`AuthLayer`] puts a verifier in front of a tonic or axum service (any tower
-//! service over `http`), with a role a caller must hold; handlers read the
-//! [`Identity`] from the request's extensions.
+//! service over `http`), with a role or a permission a caller must hold; handlers
+//! read the [`Identity`] from the request's extensions.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), authd_client::ConnectError> {
@@ -23,7 +25,8 @@
 //!     .connect()
 //!     .await?;
 //! let editors_only = AuthLayer::new(verifier.clone()).require_role("editor");
-//! # let _ = editors_only;
+//! let refunders = AuthLayer::new(verifier.clone()).require_permission("billing.refund");
+//! # let _ = (editors_only, refunders);
 //! # Ok(()) }
 //! ```
 //!

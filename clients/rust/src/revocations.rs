@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::pb::revocation_event::Kind;
+use crate::{identity::ADMIN_ROLE, pb::revocation_event::Kind};
 
 /// How far apart a revocation and a token's issue time must be for the order of
 /// the two to be sure: `iat` is in whole seconds, clocks of replicas differ a
@@ -161,11 +161,21 @@ impl Revocations {
         self.roles_judgement(facts, since)
     }
 
+    /// A role's definition (its includes or permissions) changes the effective
+    /// roles and permissions of exactly those whose effective roles contain it, and
+    /// `facts.roles` are effective roles (the token's claim or authd's answer): a
+    /// change anywhere below a held role names a held role. Holders of `admin` are
+    /// shown every permission any role names, so any role's change concerns them.
     fn roles_judgement(&self, facts: &Facts, since: i64) -> Judgement {
-        let changed = facts
-            .roles
-            .iter()
-            .any(|role| self.roles.get(role).is_some_and(|at| *at >= since));
+        let recent = |at: &i64| *at >= since;
+        let changed = if facts.roles.iter().any(|role| role == ADMIN_ROLE) {
+            self.roles.iter().any(|entry| recent(entry.value()))
+        } else {
+            facts
+                .roles
+                .iter()
+                .any(|role| self.roles.get(role).is_some_and(|at| recent(at.value())))
+        };
         if changed {
             Judgement::AskAuthd
         } else {
@@ -221,6 +231,36 @@ mod tests {
             ..token(110_000)
         };
         assert_eq!(state.judge(&other_role), Judgement::Stands);
+    }
+
+    #[test]
+    fn a_change_below_a_held_role_names_a_held_role() {
+        // Effective roles of a `support` holder, `support` including `user`.
+        let holder = Facts {
+            roles: vec!["viewer".into(), "user".into(), "support".into()],
+            ..token(110_000)
+        };
+        let state = Revocations::default();
+        state.apply(Kind::RoleChanged, "billing", 200_000);
+        assert_eq!(state.judge(&holder), Judgement::Stands, "not held");
+        state.apply(Kind::RoleChanged, "viewer", 200_000);
+        assert_eq!(
+            state.judge(&holder),
+            Judgement::AskAuthd,
+            "held through user"
+        );
+    }
+
+    #[test]
+    fn any_role_change_concerns_an_admin() {
+        let admin = Facts {
+            roles: vec!["user".into(), "admin".into()],
+            ..token(110_000)
+        };
+        let state = Revocations::default();
+        state.apply(Kind::RoleChanged, "billing", 200_000);
+        assert_eq!(state.judge(&admin), Judgement::AskAuthd);
+        assert_eq!(state.judge(&token(110_000)), Judgement::Stands);
     }
 
     #[test]

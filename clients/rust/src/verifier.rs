@@ -126,6 +126,23 @@ impl Verifier {
         }
     }
 
+    /// As [`Verifier::verify`], with the caller's effective permissions known
+    /// ([`Identity::permissions`] is `Some`). A token carries roles but no
+    /// permissions, so the first such check of a token asks authd
+    /// (`ValidateToken`); its answer is cached with the decision, so later checks
+    /// cost a hash lookup again, until the revocation stream says something that
+    /// can change it (a held role's definition, the user's roles) or stops being
+    /// followed.
+    pub async fn verify_with_permissions(&self, token: &str) -> Result<Arc<Identity>, Refusal> {
+        let identity = self.verify(token).await?;
+        if identity.permissions.is_some() {
+            return Ok(identity);
+        }
+        let inner = &*self.inner;
+        let trusted = inner.health.trusted(now_ms(), inner.max_stream_outage_ms);
+        self.ask_authd(token, trusted).await
+    }
+
     /// Decides a token that verified here, and caches the decision.
     fn decide_locally(&self, token: &str, verified: Verified) -> Local {
         let inner = &*self.inner;
@@ -134,6 +151,7 @@ impl Verifier {
             subject: claims.sub.clone(),
             username: None,
             roles: claims.roles.clone(),
+            permissions: None,
             session_id: Some(claims.sid.clone()),
             expires_at: Some(claims.exp),
             credential: Credential::AccessToken,
@@ -165,6 +183,9 @@ impl Verifier {
     async fn ask_authd(&self, token: &str, trusted: bool) -> Result<Arc<Identity>, Refusal> {
         let inner = &*self.inner;
         let asked_at = now_ms();
+        // Read before asking: an event applied while authd answers moves it, so the
+        // answer, which may predate that event, is judged again at the next check.
+        let epoch = inner.revocations.epoch();
         let answer = inner
             .authd
             .clone()
@@ -198,6 +219,7 @@ impl Verifier {
             subject: response.user_id.clone(),
             username: Some(response.username),
             roles: response.roles.clone(),
+            permissions: Some(response.permissions),
             session_id: (!is_key).then(|| response.session_id.clone()),
             expires_at,
             credential: if is_key {
@@ -224,7 +246,6 @@ impl Verifier {
                 // authd's other replicas may learn of a change up to 2 s late.
                 as_of_ms: asked_at - AMBIGUITY_MS,
             };
-            let epoch = inner.revocations.epoch();
             inner.decisions.put(
                 token,
                 Decision::accepted(identity.clone(), facts, None, epoch),
@@ -253,6 +274,7 @@ fn refused_identity() -> Identity {
         subject: String::new(),
         username: None,
         roles: Vec::new(),
+        permissions: None,
         session_id: None,
         expires_at: None,
         credential: Credential::AccessToken,

@@ -33,6 +33,7 @@
 
 mod clients;
 mod db;
+mod guarded;
 pub mod oidc_provider;
 mod python;
 mod server;
@@ -47,6 +48,7 @@ use tonic_types::StatusExt;
 
 pub use clients::{AdminClient, AuthClient, Bearer, UserClient};
 pub use db::TestDb;
+pub use guarded::{code_of, verifier_of_app, Guarded, Shutdown};
 pub use python::python_with;
 pub use server::{config_for, connect, free_port, wait_until_serving, ServerProcess, TestServer};
 
