@@ -22,9 +22,10 @@ use super::{
 };
 
 /// Methods called on every request of every service: logged at debug, not info.
-const HOT_METHODS: [&str; 4] = [
+const HOT_METHODS: [&str; 5] = [
     "auth.v1.AuthService/ValidateToken",
     "auth.v1.AuthService/CheckRole",
+    "auth.v1.AuthService/CheckPermission",
     "envoy.service.auth.v3.Authorization/Check",
     "grpc.health.v1.Health/Check",
 ];
