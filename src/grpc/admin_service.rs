@@ -13,7 +13,6 @@ use crate::domain::{
     admin::{UserChanges, UserQuery},
     api_keys::NewKey,
     audit_trail::AuditQuery,
-    roles::RoleSpec,
     Domain,
 };
 
@@ -336,12 +335,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = admin_caller(&request)?;
         let r = request.into_inner();
-        let spec = RoleSpec {
-            name: r.name,
-            description: r.description,
-            includes: r.includes,
-            permissions: r.permissions,
-        };
+        let spec = convert::role_spec(r.name, r.description, r.includes, r.permissions);
         let role = self.domain.roles.create(&caller, spec).await?;
         Ok(Response::new(pb::CreateRoleResponse {
             role: Some(convert::role(role)),
@@ -354,12 +348,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let caller = admin_caller(&request)?;
         let r = request.into_inner();
-        let spec = RoleSpec {
-            name: r.name,
-            description: r.description,
-            includes: r.includes,
-            permissions: r.permissions,
-        };
+        let spec = convert::role_spec(r.name, r.description, r.includes, r.permissions);
         let role = self.domain.roles.update(&caller, spec).await?;
         Ok(Response::new(pb::UpdateRoleResponse {
             role: Some(convert::role(role)),

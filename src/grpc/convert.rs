@@ -7,6 +7,7 @@ use crate::domain::{
     accounts::{IssuedTokens, LoginOutcome},
     hot::{Principal, RevocationEvent, RevocationKind},
     model::{ApiKey, AuditRecord, IdentityLink, Role, Session, User},
+    roles::RoleSpec,
     DomainError,
 };
 
@@ -138,6 +139,21 @@ pub fn validated(principal: &Principal) -> pb::ValidateTokenResponse {
             .iter()
             .map(|p| p.to_string())
             .collect(),
+    }
+}
+
+/// CreateRole's and UpdateRole's fields (the same four in both requests).
+pub fn role_spec(
+    name: String,
+    description: String,
+    includes: Vec<String>,
+    permissions: Vec<String>,
+) -> RoleSpec {
+    RoleSpec {
+        name,
+        description,
+        includes,
+        permissions,
     }
 }
 

@@ -390,24 +390,7 @@ async fn mutual_tls_needs_a_client_certificate_and_audits_its_identity(db: TestD
         [Some(format!("CN={CLIENT_CN}"))]
     );
     // AdminService shows it (ListAuditEvents), and audits admins' calls with it.
-    let created = app
-        .db
-        .cli(
-            &[
-                "user",
-                "create",
-                "--username",
-                "root",
-                "--email",
-                "root@example.com",
-                "--role",
-                "admin",
-                "--password-stdin",
-            ],
-            Some(PASSWORD),
-        )
-        .await;
-    assert!(created.status.success(), "{created:?}");
+    app.db.create_root_admin().await;
     let channel = tls_channel(app.addr(), &ca.pem(), Some(&billing))
         .await
         .expect("mutual TLS");

@@ -1,5 +1,6 @@
 //! The hot path: what every service behind authd calls on every request it serves.
-//! [`HotPath`] answers `ValidateToken` and `CheckRole` from memory only, and owns
+//! [`HotPath`] answers `ValidateToken`, `CheckRole`, `CheckPermission` and Envoy's
+//! ext_authz Check from memory only, and owns
 //! everything that memory is made of: the views of users, ended sessions and API
 //! keys, the change feed that keeps them fresh, the signing-key ring, the cache of
 //! verified tokens and the role catalogue. Its parts are private; this file is its

@@ -1,5 +1,5 @@
-//! The memory views the hot path answers from: users (active flag and effective
-//! roles), the sessions this server issued and those that ended (by UUID, as
+//! The memory views the hot path answers from: users (active flag, direct roles and
+//! effective grants), the sessions this server issued and those that ended (by UUID, as
 //! 128-bit keys), live API keys, and the role catalog. Written by the change feed and by
 //! the replica's own writes; read lock-free-ish (sharded maps, `ArcSwap`) by every
 //! ValidateToken and CheckRole call.

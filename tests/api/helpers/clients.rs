@@ -315,19 +315,20 @@ impl AdminClient {
             .map_err(|status| status.code())
     }
 
-    /// CreateRole.
+    /// CreateRole, described as "the <name> role".
     pub async fn create_role(
         &self,
         name: &str,
         includes: &[&str],
         permissions: &[&str],
     ) -> Result<pb::Role, Status> {
+        let (name, description, includes, permissions) = role_fields(name, includes, permissions);
         self.grpc()
             .create_role(pb::CreateRoleRequest {
-                name: name.into(),
-                description: format!("the {name} role"),
-                includes: includes.iter().map(|r| r.to_string()).collect(),
-                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                name,
+                description,
+                includes,
+                permissions,
             })
             .await
             .map(|r| r.into_inner().role.expect("role"))
@@ -340,12 +341,13 @@ impl AdminClient {
         includes: &[&str],
         permissions: &[&str],
     ) -> Result<pb::Role, Status> {
+        let (name, description, includes, permissions) = role_fields(name, includes, permissions);
         self.grpc()
             .update_role(pb::UpdateRoleRequest {
-                name: name.into(),
-                description: format!("the {name} role"),
-                includes: includes.iter().map(|r| r.to_string()).collect(),
-                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                name,
+                description,
+                includes,
+                permissions,
             })
             .await
             .map(|r| r.into_inner().role.expect("role"))
@@ -473,4 +475,19 @@ impl Interceptor for Bearer {
         request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
+}
+
+/// A role request's four fields, described as "the <name> role".
+fn role_fields(
+    name: &str,
+    includes: &[&str],
+    permissions: &[&str],
+) -> (String, String, Vec<String>, Vec<String>) {
+    let owned = |values: &[&str]| values.iter().map(|v| v.to_string()).collect();
+    (
+        name.to_owned(),
+        format!("the {name} role"),
+        owned(includes),
+        owned(permissions),
+    )
 }

@@ -1,7 +1,7 @@
 //! A database that exists for one test: a temp SQLite file, or a new PostgreSQL
 //! database when `AUTHD_TEST_DATABASE_URL` is set.
 
-use super::Backend;
+use super::{Backend, PASSWORD};
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDb {
@@ -84,6 +84,32 @@ impl TestDb {
             .await
             .unwrap_or_else(|err| panic!("count {table}: {err}"))
             .get(0)
+    }
+
+    /// Creates the admin `root` (password [`PASSWORD`]) with the real command line,
+    /// as an operator makes the first admin.
+    pub async fn create_root_admin(&self) {
+        let output = self
+            .cli(
+                &[
+                    "user",
+                    "create",
+                    "--username",
+                    "root",
+                    "--email",
+                    "root@example.com",
+                    "--role",
+                    "admin",
+                    "--password-stdin",
+                ],
+                Some(PASSWORD),
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "user create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Runs the `authd` binary (its command line, as an operator would) against

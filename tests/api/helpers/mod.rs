@@ -251,28 +251,7 @@ impl TestApp {
     pub async fn admin(&self) -> &Admin {
         self.admin
             .get_or_init(|| async {
-                let output = self
-                    .db
-                    .cli(
-                        &[
-                            "user",
-                            "create",
-                            "--username",
-                            "root",
-                            "--email",
-                            "root@example.com",
-                            "--role",
-                            "admin",
-                            "--password-stdin",
-                        ],
-                        Some(PASSWORD),
-                    )
-                    .await;
-                assert!(
-                    output.status.success(),
-                    "user create failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
+                self.db.create_root_admin().await;
                 let tokens = self.login("root").await;
                 let id = self
                     .validate(&tokens.access_token)
