@@ -25,8 +25,6 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tower::{Layer as _, ServiceBuilder};
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-
 use crate::{
     clock::Clock,
     config::ServeConfig,
@@ -40,12 +38,13 @@ use crate::{
         auth_service::AuthApi,
         authenticate::AuthenticateLayer,
         end_on_drain::EndOnDrainLayer,
-        ext_authz::ExtAuthzApi,
+        ext_authz::ext_authz_service,
         message_limit::MessageLimitLayer,
         metrics::GrpcMetricsLayer,
         observe::ObserveLayer,
         pb::{admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer},
         starting::StartingRoutes,
+        validation_reply::validate_token_route,
     },
     http,
     listen::{self, grpc_timeout::GrpcTimeoutLayer, tls::Certificates},
@@ -272,10 +271,11 @@ fn grpc_routes(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            AuthenticateLayer::self_service(domain.sessions.clone()).layer(
+            AuthenticateLayer::self_service(domain.sessions.clone()).layer(validate_token_route(
+                domain.hot.clone(),
                 AuthServiceServer::new(AuthApi::new(domain.clone(), streams_end))
                     .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
-            ),
+            )),
         )
         .add_service(
             AuthenticateLayer::admin(domain.admin.clone()).layer(
@@ -285,10 +285,7 @@ fn grpc_routes(
         )
         // Envoy's ext_authz: its caller is the proxy, which has no credentials of
         // its own; the credential it asks about is in the message.
-        .add_service(
-            AuthorizationServer::new(ExtAuthzApi::new(domain.hot.clone()))
-                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
-        );
+        .add_service(ext_authz_service(domain.hot.clone()));
     Ok(routes.routes().prepare())
 }
 

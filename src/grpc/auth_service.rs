@@ -173,6 +173,10 @@ impl AuthService for AuthApi {
         }))
     }
 
+    /// Served by [`super::validation_reply::ValidateTokenRoute`] in front of this
+    /// router, which writes the same message without copying each role and
+    /// permission; this answer is the reference its tests compare against, and what a
+    /// router without that route in front would answer.
     async fn validate_token(
         &self,
         request: Request<pb::ValidateTokenRequest>,

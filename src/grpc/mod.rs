@@ -16,6 +16,8 @@ pub mod observe;
 mod revocation_stream;
 pub mod starting;
 pub mod status;
+mod unary_route;
+pub mod validation_reply;
 
 /// Generated code for `auth.v1`.
 pub mod pb {

@@ -46,6 +46,26 @@ impl ApiKeyEntry {
         }
     }
 
+    /// A key that was never used, for tests that need a principal.
+    #[cfg(test)]
+    pub fn unused(
+        id: &str,
+        name: &str,
+        grants: Grants,
+        created_at_ms: i64,
+        expires_at_ms: Option<i64>,
+    ) -> Self {
+        ApiKeyEntry {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            direct_roles: grants.roles.iter().map(|r| r.to_string()).collect(),
+            grants,
+            created_at_ms,
+            expires_at_ms,
+            last_recorded_ms: AtomicI64::new(0),
+        }
+    }
+
     /// The same key with its grants computed from `catalog`.
     pub fn regranted(&self, catalog: &RoleCatalog) -> Self {
         ApiKeyEntry {

@@ -31,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::signing_keys::SIGNING_ALGORITHM;
 pub use api_keys::{ApiKeyUse, KEY_SCHEME};
+#[cfg(test)]
+pub use principal::testing as principal_testing;
 pub use principal::{Principal, RoleCheck};
 pub use requirements::Requirements;
 pub use revocations::{Cursor, RevocationEvent, RevocationKind};

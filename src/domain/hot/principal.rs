@@ -93,6 +93,58 @@ impl Principal {
     }
 }
 
+/// Principals built by hand, for the transport's tests of what it writes.
+#[cfg(test)]
+pub mod testing {
+    use std::sync::Arc;
+
+    use super::{ApiKeyEntry, Grants, Principal, UserEntry, VerifiedToken};
+
+    /// A user's token in a live session, issued at `issued_at` for an hour.
+    pub fn user(
+        id: &str,
+        username: &str,
+        session_id: &str,
+        issued_at: i64,
+        grants: Grants,
+    ) -> Principal {
+        Principal::User {
+            token: Arc::new(VerifiedToken {
+                user_id: id.to_owned(),
+                session_id: session_id.to_owned(),
+                user_key: 1,
+                session_key: 2,
+                kid: Arc::from("test-key"),
+                expires_at: issued_at + 3600,
+                issued_at,
+            }),
+            user: Arc::new(UserEntry {
+                username: username.to_owned(),
+                active: true,
+                direct_roles: grants.roles.iter().map(|r| r.to_string()).collect(),
+                grants,
+            }),
+        }
+    }
+
+    /// A live API key.
+    pub fn api_key(
+        id: &str,
+        name: &str,
+        created_at_ms: i64,
+        expires_at_ms: Option<i64>,
+        grants: Grants,
+    ) -> Principal {
+        Principal::ApiKey(Arc::new(ApiKeyEntry::unused(
+            id,
+            name,
+            grants,
+            created_at_ms,
+            expires_at_ms,
+        )))
+    }
+}
+
 /// CheckRole's and CheckPermission's answer.
 #[derive(Debug, Clone)]
 pub struct RoleCheck {

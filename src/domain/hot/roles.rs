@@ -53,6 +53,18 @@ impl Grants {
     }
 }
 
+#[cfg(test)]
+impl Grants {
+    /// Grants holding exactly these, as listed, without `admin`'s every permission.
+    pub fn listing(roles: &[&str], permissions: &[&str]) -> Grants {
+        Grants {
+            roles: roles.iter().map(|r| Arc::from(*r)).collect(),
+            permissions: permissions.iter().map(|p| Arc::from(*p)).collect(),
+            every_permission: false,
+        }
+    }
+}
+
 /// One role's closure.
 #[derive(Debug)]
 struct Closure {

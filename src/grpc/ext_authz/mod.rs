@@ -16,16 +16,25 @@
 //!
 //! It is the hot path, as `ValidateToken` is: nothing is audited or logged per call.
 
+mod request;
+
+use std::{future::Future, pin::Pin};
+
 use envoy_types::{
     ext_authz::v3::pb::{
-        Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-        HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+        CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+        HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
     },
     pb::google::rpc,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{server::UnaryService, Code, Request, Response, Status};
+use tonic_prost::ProstCodec;
 
-use super::authenticate::bearer;
+use self::request::CheckedRequest;
+use super::{
+    authenticate::bearer,
+    unary_route::{NoOtherMethods, ServiceName, UnaryRoute},
+};
 use crate::domain::{
     hot::{HotPath, Principal, Requirements},
     DomainError,
@@ -42,79 +51,84 @@ pub const USERNAME_HEADER: &str = "x-authd-username";
 pub const ROLES_HEADER: &str = "x-authd-roles";
 pub const SESSION_ID_HEADER: &str = "x-authd-session-id";
 
-pub struct ExtAuthzApi {
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// `envoy.service.auth.v3.Authorization`, whose one method is Check.
+pub struct Authorization;
+
+impl ServiceName for Authorization {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+/// The Authorization service: Check, reading the request as [`CheckedRequest`]
+/// (only what authd needs of it) and answering Envoy's generated `CheckResponse`.
+pub type ExtAuthzService =
+    UnaryRoute<Check, ProstCodec<CheckResponse, CheckedRequest>, NoOtherMethods<Authorization>>;
+
+pub fn ext_authz_service(hot: HotPath) -> ExtAuthzService {
+    UnaryRoute::new(
+        CHECK_PATH,
+        Check { hot },
+        ProstCodec::default(),
+        NoOtherMethods::new(),
+    )
+}
+
+/// Check against the hot path.
+#[derive(Clone)]
+pub struct Check {
     hot: HotPath,
 }
 
-impl ExtAuthzApi {
-    pub fn new(hot: HotPath) -> Self {
-        ExtAuthzApi { hot }
-    }
-}
+impl UnaryService<CheckedRequest> for Check {
+    type Response = CheckResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<CheckResponse>, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzApi {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let check = request.get_ref();
-        let outcome = match credential(check) {
-            Ok(token) => self.hot.authorize(token, requirements(check)).await,
-            Err(err) => Err(err),
-        };
-        match outcome {
-            Ok(principal) => Ok(Response::new(allowed(&principal))),
-            Err(err) => denied(Status::from(err)).map(Response::new),
-        }
+    fn call(&mut self, request: Request<CheckedRequest>) -> Self::Future {
+        let hot = self.hot.clone();
+        Box::pin(async move {
+            let check = request.get_ref();
+            let outcome =
+                match credential(check).and_then(|token| Ok((token, requirements(check)?))) {
+                    Ok((token, needs)) => hot.authorize(token, needs).await,
+                    Err(err) => Err(err),
+                };
+            match outcome {
+                Ok(principal) => Ok(Response::new(allowed(&principal))),
+                Err(err) => denied(Status::from(err)).map(Response::new),
+            }
+        })
     }
 }
 
 /// The bearer credential of the checked request.
-fn credential(check: &CheckRequest) -> Result<&str, DomainError> {
-    let value = authorization_header(check).ok_or(DomainError::Unauthenticated(
+fn credential(check: &CheckedRequest) -> Result<&str, DomainError> {
+    let value = check.authorization().ok_or(DomainError::Unauthenticated(
         "missing credentials: send 'authorization: Bearer <access token or API key>'",
     ))?;
-    bearer(value).ok_or(DomainError::Unauthenticated(
-        "the authorization header must be 'Bearer <access token or API key>'",
-    ))
-}
-
-/// The checked request's `authorization` header: from `headers` (Envoy lower-cases
-/// their names), or from `header_map` when Envoy sends raw headers
-/// (`encode_raw_headers`).
-fn authorization_header(check: &CheckRequest) -> Option<&str> {
-    let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
-    if let Some(value) = http.headers.get("authorization") {
-        return Some(value);
-    }
-    let named = |name: &str| name.eq_ignore_ascii_case("authorization");
-    if let Some((_, value)) = http.headers.iter().find(|(name, _)| named(name)) {
-        return Some(value);
-    }
-    let header = http
-        .header_map
-        .as_ref()?
-        .headers
-        .iter()
-        .find(|header| named(&header.key))?;
-    if header.raw_value.is_empty() {
-        Some(&header.value)
-    } else {
-        std::str::from_utf8(&header.raw_value).ok()
-    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(bearer)
+        .ok_or(DomainError::Unauthenticated(
+            "the authorization header must be 'Bearer <access token or API key>'",
+        ))
 }
 
 /// What the route needs, from its context extensions (per-route
-/// `check_settings.context_extensions` in Envoy).
-fn requirements(check: &CheckRequest) -> Requirements<'_> {
-    let Some(extensions) = check.attributes.as_ref().map(|a| &a.context_extensions) else {
-        return Requirements::default();
+/// `check_settings.context_extensions` in Envoy). A requirement that is not UTF-8
+/// (no Envoy configuration can say one) refuses the request rather than being
+/// ignored, so a route is never left open by it.
+fn requirements(check: &CheckedRequest) -> Result<Requirements<'_>, DomainError> {
+    let named = |extension: &str| match check.context_extension(extension) {
+        None => Ok(None),
+        Some(value) => std::str::from_utf8(value).map(Some).map_err(|_| {
+            DomainError::PermissionDenied(format!("the route's {extension} is not UTF-8"))
+        }),
     };
-    Requirements {
-        role: extensions.get(ROLE_EXTENSION).map(String::as_str),
-        permission: extensions.get(PERMISSION_EXTENSION).map(String::as_str),
-    }
+    Ok(Requirements {
+        role: named(ROLE_EXTENSION)?,
+        permission: named(PERMISSION_EXTENSION)?,
+    })
 }
 
 fn allowed(principal: &Principal) -> CheckResponse {
@@ -207,64 +221,92 @@ mod tests {
 
     use envoy_types::pb::envoy::{
         config::core::v3::HeaderMap,
-        service::auth::v3::{attribute_context, AttributeContext},
+        service::auth::v3::{attribute_context, AttributeContext, CheckRequest},
     };
 
-    use super::*;
+    use super::{request::read, *};
 
-    fn check_with(http: attribute_context::HttpRequest) -> CheckRequest {
-        CheckRequest {
+    fn check_with(http: attribute_context::HttpRequest, role: &str) -> CheckedRequest {
+        read(&CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(attribute_context::Request {
                     http: Some(http),
                     ..Default::default()
                 }),
-                context_extensions: HashMap::from([(ROLE_EXTENSION.into(), "editor".into())]),
+                context_extensions: HashMap::from([(ROLE_EXTENSION.into(), role.into())]),
                 ..Default::default()
             }),
-        }
+        })
+    }
+
+    fn with_authorization(value: &str) -> CheckedRequest {
+        check_with(
+            attribute_context::HttpRequest {
+                headers: HashMap::from([("authorization".into(), value.into())]),
+                ..Default::default()
+            },
+            "editor",
+        )
     }
 
     #[test]
     fn the_credential_is_read_from_headers_or_raw_headers() {
-        let headers = check_with(attribute_context::HttpRequest {
-            headers: HashMap::from([("authorization".into(), "Bearer abc".into())]),
-            ..Default::default()
-        });
-        assert_eq!(credential(&headers).ok(), Some("abc"));
-        let raw = check_with(attribute_context::HttpRequest {
-            header_map: Some(HeaderMap {
-                headers: vec![HeaderValue {
-                    key: "Authorization".into(),
-                    raw_value: b"bearer xyz".to_vec(),
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        });
+        assert_eq!(
+            credential(&with_authorization("Bearer abc")).ok(),
+            Some("abc")
+        );
+        let raw = check_with(
+            attribute_context::HttpRequest {
+                header_map: Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: "Authorization".into(),
+                        raw_value: b"bearer xyz".to_vec(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            },
+            "editor",
+        );
         assert_eq!(credential(&raw).ok(), Some("xyz"));
-        assert_eq!(requirements(&raw).role, Some("editor"));
-        assert_eq!(requirements(&raw).permission, None);
+        let needs = requirements(&raw).expect("UTF-8");
+        assert_eq!(needs.role, Some("editor"));
+        assert_eq!(needs.permission, None);
     }
 
     #[test]
-    fn no_or_another_scheme_is_unauthenticated() {
-        let none = check_with(Default::default());
+    fn no_or_another_scheme_or_a_value_that_is_not_utf8_is_unauthenticated() {
+        let unauthenticated = |check: &CheckedRequest| {
+            matches!(credential(check), Err(DomainError::Unauthenticated(_)))
+        };
+        assert!(unauthenticated(&check_with(Default::default(), "editor")));
+        assert!(unauthenticated(&read(&CheckRequest::default())));
+        assert!(unauthenticated(&with_authorization("Basic abc")));
+        let raw = check_with(
+            attribute_context::HttpRequest {
+                header_map: Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: "authorization".into(),
+                        raw_value: b"Bearer \xff\xfe".to_vec(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            },
+            "editor",
+        );
+        assert!(unauthenticated(&raw));
+    }
+
+    #[test]
+    fn a_requirement_that_is_not_utf8_refuses_the_request() {
+        let mut check = with_authorization("Bearer abc");
+        if let Some(attributes) = check.attributes.as_mut() {
+            attributes.context_extensions[0].value = bytes::Bytes::from_static(b"\xffeditor");
+        }
         assert!(matches!(
-            credential(&none),
-            Err(DomainError::Unauthenticated(_))
-        ));
-        assert!(matches!(
-            credential(&CheckRequest::default()),
-            Err(DomainError::Unauthenticated(_))
-        ));
-        let basic = check_with(attribute_context::HttpRequest {
-            headers: HashMap::from([("authorization".into(), "Basic abc".into())]),
-            ..Default::default()
-        });
-        assert!(matches!(
-            credential(&basic),
-            Err(DomainError::Unauthenticated(_))
+            requirements(&check),
+            Err(DomainError::PermissionDenied(_))
         ));
     }
 
