@@ -249,25 +249,30 @@ mod tests {
         )
     }
 
-    #[test]
-    fn the_credential_is_read_from_headers_or_raw_headers() {
-        assert_eq!(
-            credential(&with_authorization("Bearer abc")).ok(),
-            Some("abc")
-        );
-        let raw = check_with(
+    /// Raw headers, as Envoy sends them with `encode_raw_headers`.
+    fn with_raw_authorization(name: &str, raw_value: &[u8]) -> CheckedRequest {
+        check_with(
             attribute_context::HttpRequest {
                 header_map: Some(HeaderMap {
                     headers: vec![HeaderValue {
-                        key: "Authorization".into(),
-                        raw_value: b"bearer xyz".to_vec(),
+                        key: name.into(),
+                        raw_value: raw_value.to_vec(),
                         ..Default::default()
                     }],
                 }),
                 ..Default::default()
             },
             "editor",
+        )
+    }
+
+    #[test]
+    fn the_credential_is_read_from_headers_or_raw_headers() {
+        assert_eq!(
+            credential(&with_authorization("Bearer abc")).ok(),
+            Some("abc")
         );
+        let raw = with_raw_authorization("Authorization", b"bearer xyz");
         assert_eq!(credential(&raw).ok(), Some("xyz"));
         let needs = requirements(&raw).expect("UTF-8");
         assert_eq!(needs.role, Some("editor"));
@@ -282,19 +287,7 @@ mod tests {
         assert!(unauthenticated(&check_with(Default::default(), "editor")));
         assert!(unauthenticated(&read(&CheckRequest::default())));
         assert!(unauthenticated(&with_authorization("Basic abc")));
-        let raw = check_with(
-            attribute_context::HttpRequest {
-                header_map: Some(HeaderMap {
-                    headers: vec![HeaderValue {
-                        key: "authorization".into(),
-                        raw_value: b"Bearer \xff\xfe".to_vec(),
-                        ..Default::default()
-                    }],
-                }),
-                ..Default::default()
-            },
-            "editor",
-        );
+        let raw = with_raw_authorization("authorization", b"Bearer \xff\xfe");
         assert!(unauthenticated(&raw));
     }
 
