@@ -225,6 +225,8 @@ def main():
         "check-permission": lambda c: auth_pb2_grpc.AuthServiceStub(c).CheckPermission(
             auth_pb2.CheckPermissionRequest(token=token, permission="bench.r0.p0")),
     }
+    if not args.roles:
+        del calls["check-permission"]  # no role carries a permission to ask for
     if external_auth_pb2 is not None:
         check = envoy_check(token)
         calls["ext-authz"] = lambda c: external_auth_pb2_grpc.AuthorizationStub(c).Check(check)
