@@ -13,7 +13,7 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub full_name: String,
-    /// Granted directly, in name order; the hierarchy adds more on the hot path.
+    /// Granted directly, in name order; the role graph adds more on the hot path.
     pub roles: Vec<String>,
     pub active: bool,
     pub created_at_ms: i64,

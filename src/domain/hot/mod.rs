@@ -211,7 +211,7 @@ impl HotPath {
         Ok(())
     }
 
-    /// Whether the holder has `role` now, directly or through the hierarchy.
+    /// Whether the holder has `role` now, directly or through the role graph.
     pub async fn check_role(&self, token: &str, role: &str) -> DomainResult<RoleCheck> {
         if role.is_empty() {
             return Err(DomainError::invalid("role", "must not be empty"));

@@ -176,8 +176,10 @@ class AuthServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CheckRole(self, request, context):
-        """Answers whether the token's holder has `role`, directly or through the hierarchy
-        viewer < user < editor < moderator < admin. NOT_FOUND for a role that does not exist.
+        """Answers whether the token's holder has `role`, directly or through a role that
+        includes it in the role graph (by default the chain viewer < user < editor <
+        moderator < admin; see ListRoles). NOT_FOUND for a role that does not exist,
+        INVALID_ARGUMENT for an empty one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +188,8 @@ class AuthServiceServicer(object):
     def CheckPermission(self, request, context):
         """Whether the holder of an access token or API key holds a permission now,
         through any of its effective roles. Answered from memory, like CheckRole.
+        INVALID_ARGUMENT for a permission that breaks the naming rules of CreateRole
+        (empty, over 128 characters, whitespace or control characters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
