@@ -334,8 +334,7 @@ impl AdminService for AdminApi {
         request: Request<pb::CreateRoleRequest>,
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = admin_caller(&request)?;
-        let r = request.into_inner();
-        let spec = convert::role_spec(r.name, r.description, r.includes, r.permissions);
+        let spec = convert::role_created(request.into_inner());
         let role = self.domain.roles.create(&caller, spec).await?;
         Ok(Response::new(pb::CreateRoleResponse {
             role: Some(convert::role(role)),
@@ -347,8 +346,7 @@ impl AdminService for AdminApi {
         request: Request<pb::UpdateRoleRequest>,
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let caller = admin_caller(&request)?;
-        let r = request.into_inner();
-        let spec = convert::role_spec(r.name, r.description, r.includes, r.permissions);
+        let spec = convert::role_updated(request.into_inner());
         let role = self.domain.roles.update(&caller, spec).await?;
         Ok(Response::new(pb::UpdateRoleResponse {
             role: Some(convert::role(role)),

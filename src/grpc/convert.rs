@@ -142,18 +142,23 @@ pub fn validated(principal: &Principal) -> pb::ValidateTokenResponse {
     }
 }
 
-/// CreateRole's and UpdateRole's fields (the same four in both requests).
-pub fn role_spec(
-    name: String,
-    description: String,
-    includes: Vec<String>,
-    permissions: Vec<String>,
-) -> RoleSpec {
+/// CreateRole's fields.
+pub fn role_created(r: pb::CreateRoleRequest) -> RoleSpec {
     RoleSpec {
-        name,
-        description,
-        includes,
-        permissions,
+        name: r.name,
+        description: r.description,
+        includes: r.includes,
+        permissions: r.permissions,
+    }
+}
+
+/// UpdateRole's fields (the same four as CreateRole's, replacing the role's).
+pub fn role_updated(r: pb::UpdateRoleRequest) -> RoleSpec {
+    RoleSpec {
+        name: r.name,
+        description: r.description,
+        includes: r.includes,
+        permissions: r.permissions,
     }
 }
 

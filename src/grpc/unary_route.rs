@@ -50,6 +50,10 @@ impl<M, C, S: NamedService> NamedService for UnaryRoute<M, C, S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
+/// What a routed method's [`UnaryService`] answers with.
+pub type MethodFuture<T> =
+    Pin<Box<dyn Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send>>;
+
 impl<M, C, S, B> Service<http::Request<B>> for UnaryRoute<M, C, S>
 where
     C: Codec + Clone + Send + 'static,

@@ -10,8 +10,6 @@
 //! so a field added to the message and to `convert::validated` fails them until it is
 //! written here too.
 
-use std::{future::Future, pin::Pin};
-
 use bytes::BufMut;
 use prost::encoding::{self, WireType};
 use tonic::{
@@ -21,7 +19,11 @@ use tonic::{
 };
 use tonic_prost::ProstDecoder;
 
-use super::{convert::timestamp_secs, pb::ValidateTokenRequest, unary_route::UnaryRoute};
+use super::{
+    convert::timestamp_secs,
+    pb::ValidateTokenRequest,
+    unary_route::{MethodFuture, UnaryRoute},
+};
 use crate::domain::hot::{HotPath, Principal};
 
 /// The method this route answers.
@@ -150,7 +152,7 @@ pub struct ValidateToken(HotPath);
 
 impl UnaryService<ValidateTokenRequest> for ValidateToken {
     type Response = ValidationReply;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ValidationReply>, Status>> + Send>>;
+    type Future = MethodFuture<ValidationReply>;
 
     fn call(&mut self, request: Request<ValidateTokenRequest>) -> Self::Future {
         let hot = self.0.clone();

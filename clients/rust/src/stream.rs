@@ -61,7 +61,7 @@ pub async fn follow(verifier: Weak<Inner>, stop: CancellationToken) {
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
                         _ = housekeeping.tick() => {
-                            inner.revocations.forget_before(now_ms() - inner.max_token_lifetime_ms - 60_000);
+                            inner.revocations.forget_before(now_ms().saturating_sub(inner.max_token_lifetime_ms).saturating_sub(60_000));
                             continue;
                         }
                         _ = refresh.tick() => {
@@ -106,7 +106,9 @@ pub async fn follow(verifier: Weak<Inner>, stop: CancellationToken) {
 
 async fn apply(inner: &Arc<Inner>, event: &RevocationEvent) {
     let at_ms = event.occurred_at.as_ref().map_or_else(now_ms, |t| {
-        t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000)
     });
     match event.kind() {
         Kind::SnapshotComplete => inner.health.up(),

@@ -233,7 +233,7 @@ impl Verifier {
         // and for tokens no longer-lived than what the revocation memory covers.
         let short_lived = match (issued_at, expires_at) {
             (Some(iat), Some(exp)) => {
-                (exp - iat).saturating_mul(1000) <= inner.max_token_lifetime_ms
+                exp.saturating_sub(iat).saturating_mul(1000) <= inner.max_token_lifetime_ms
             }
             _ => is_key && expires_at.is_none(),
         };

@@ -260,7 +260,8 @@ impl Accounts {
             let taken = self
                 .ctx
                 .store
-                .find_user_by_username(&candidate.to_lowercase())
+                // A candidate has no '@', so this looks up the username alone.
+                .find_user_by_login(&candidate.to_lowercase())
                 .await?
                 .is_some();
             if !taken {

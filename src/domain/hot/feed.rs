@@ -42,7 +42,7 @@ use crate::{
 const POLL_BATCH: u64 = 500;
 /// Sessions are remembered this long past the last moment one of their tokens may
 /// be valid (the 1 s leeway, plus room for clocks that differ between replicas).
-const SESSION_MARGIN_MS: i64 = 5_000;
+pub(super) const SESSION_MARGIN_MS: i64 = 5_000;
 /// How often sessions whose tokens have all expired are forgotten.
 const SESSION_PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Writes failing this long while reads succeed is a storage fault, not a blip: the

@@ -42,6 +42,18 @@ pub struct UserEntry {
     pub grants: Grants,
 }
 
+impl UserEntry {
+    /// The same user with its grants computed from `catalog`.
+    pub fn regranted(&self, catalog: &RoleCatalog) -> Self {
+        UserEntry {
+            username: self.username.clone(),
+            active: self.active,
+            grants: catalog.grants(&self.direct_roles),
+            direct_roles: self.direct_roles.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Views {
     catalog: ArcSwap<RoleCatalog>,
@@ -74,13 +86,7 @@ impl Views {
         let catalog = Arc::new(catalog);
         self.catalog.store(catalog.clone());
         for mut user in self.users.iter_mut() {
-            let entry = user.value();
-            let regranted = UserEntry {
-                username: entry.username.clone(),
-                active: entry.active,
-                grants: catalog.grants(&entry.direct_roles),
-                direct_roles: entry.direct_roles.clone(),
-            };
+            let regranted = user.value().regranted(&catalog);
             *user.value_mut() = Arc::new(regranted);
         }
         for mut key in self.api_keys.iter_mut() {

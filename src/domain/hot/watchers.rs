@@ -27,7 +27,7 @@ use tokio::sync::{
 use tokio_stream::Stream;
 
 use super::{
-    feed::{ChangeFeed, FeedSignal},
+    feed::{ChangeFeed, FeedSignal, SESSION_MARGIN_MS},
     revocations::{Cursor, RevocationEvent, RevocationKind},
 };
 use crate::{
@@ -41,9 +41,6 @@ use crate::{
 
 /// Snapshot rows or change rows read at a time.
 const PAGE: u64 = 500;
-/// Ended sessions are told while a token of theirs may be valid this long after
-/// now (the feed's own margin for replicas whose clocks differ).
-const SESSION_MARGIN_MS: i64 = 5_000;
 
 /// The events of one watcher, until an error ends them.
 pub type RevocationStream = Pin<Box<dyn Stream<Item = DomainResult<RevocationEvent>> + Send>>;
@@ -129,6 +126,7 @@ impl Watchers {
         Ok(SnapshotPlan {
             position: Cursor::at(position),
             covers_since,
+            // The feed's own margin: ended sessions are told as long as it keeps them.
             sessions_unexpired_after: now_ms - SESSION_MARGIN_MS,
         })
     }

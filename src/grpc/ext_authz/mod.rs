@@ -18,8 +18,6 @@
 
 mod request;
 
-use std::{future::Future, pin::Pin};
-
 use envoy_types::{
     ext_authz::v3::pb::{
         CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
@@ -33,7 +31,7 @@ use tonic_prost::ProstCodec;
 use self::request::CheckedRequest;
 use super::{
     authenticate::bearer,
-    unary_route::{NoOtherMethods, ServiceName, UnaryRoute},
+    unary_route::{MethodFuture, NoOtherMethods, ServiceName, UnaryRoute},
 };
 use crate::domain::{
     hot::{HotPath, Principal, Requirements},
@@ -82,17 +80,17 @@ pub struct Check {
 
 impl UnaryService<CheckedRequest> for Check {
     type Response = CheckResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<CheckResponse>, Status>> + Send>>;
+    type Future = MethodFuture<CheckResponse>;
 
     fn call(&mut self, request: Request<CheckedRequest>) -> Self::Future {
         let hot = self.hot.clone();
         Box::pin(async move {
             let check = request.get_ref();
-            let outcome =
-                match credential(check).and_then(|token| Ok((token, requirements(check)?))) {
-                    Ok((token, needs)) => hot.authorize(token, needs).await,
-                    Err(err) => Err(err),
-                };
+            let outcome = async {
+                let token = credential(check)?;
+                hot.authorize(token, requirements(check)?).await
+            }
+            .await;
             match outcome {
                 Ok(principal) => Ok(Response::new(allowed(&principal))),
                 Err(err) => denied(Status::from(err)).map(Response::new),
