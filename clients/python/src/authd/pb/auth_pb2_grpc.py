@@ -324,10 +324,12 @@ class AuthServiceServicer(object):
         account with that email, which is then linked; else, when the provider has
         `create_users`, a new account holding `user`, with the token's email, a
         username derived from `preferred_username` or the email (made unique), and no
-        password. INVALID_ARGUMENT names `provider` when it is unknown;
-        UNAUTHENTICATED, with one message, for any ID token that does not verify;
-        FAILED_PRECONDITION when the email is an existing account's but not verified
-        (it is never linked), or the token has no email to create an account with;
+        password. INVALID_ARGUMENT names `provider` when it is empty or unknown, and
+        `id_token` when it is empty; UNAUTHENTICATED, with one message, for any ID
+        token that does not verify; FAILED_PRECONDITION when the email is an existing
+        account's but not verified (it is never linked), when that account is already
+        linked to another identity at this provider, or when the token has no email to
+        create an account with;
         PERMISSION_DENIED for a stranger when the provider creates no accounts, and for
         a deactivated account; UNAVAILABLE when the provider's keys cannot be fetched
         and none are cached.
